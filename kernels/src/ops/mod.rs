@@ -5,3 +5,4 @@ pub mod epilogue;
 
 pub use epilogue::{Activation, Epilogue};
 pub mod unary;
+pub mod upsample;
