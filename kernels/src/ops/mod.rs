@@ -4,5 +4,6 @@
 pub mod epilogue;
 
 pub use epilogue::{Activation, Epilogue};
+pub mod pixel_shuffle;
 pub mod unary;
 pub mod upsample;
