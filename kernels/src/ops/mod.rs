@@ -1,9 +1,12 @@
 //! The ops. Each op is one `.wgsl` kernel file plus one launcher `.rs` file
 //! holding the Rust entry points, the CPU reference and the tests.
 
+pub mod concat;
 pub mod epilogue;
 
 pub use epilogue::{Activation, Epilogue};
+pub mod permute;
 pub mod pixel_shuffle;
+pub mod slice;
 pub mod unary;
 pub mod upsample;
