@@ -7,6 +7,7 @@ pub mod epilogue;
 pub use epilogue::{Activation, Epilogue};
 pub mod permute;
 pub mod pixel_shuffle;
+pub mod pool;
 pub mod slice;
 pub mod unary;
 pub mod upsample;
