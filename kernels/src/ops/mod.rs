@@ -8,6 +8,7 @@ pub use epilogue::{Activation, Epilogue};
 pub mod permute;
 pub mod pixel_shuffle;
 pub mod pool;
+pub mod reduce;
 pub mod slice;
 pub mod unary;
 pub mod upsample;
