@@ -4,6 +4,7 @@
 pub mod cast;
 pub mod concat;
 pub mod epilogue;
+pub mod image;
 
 pub use epilogue::{Activation, Epilogue};
 pub mod permute;
