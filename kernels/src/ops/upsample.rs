@@ -11,18 +11,31 @@ use crate::{Access, Cost, Kernel, KernelError, Tensor};
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
     n: u32,
+    runs_row: u32,
     in_h: u32,
     in_w: u32,
     out_h: u32,
     out_w: u32,
-    _pad: u32,
+    step: u32,
+    step_rem: u32,
     scale_h: f32,
     scale_w: f32,
+    _pad: [u32; 2],
+}
+
+/// Outputs per invocation along a row: CPU adapters pay per invocation and
+/// per integer division, GPUs want one store per lane.
+fn default_run(gpu: &crate::Gpu) -> usize {
+    if gpu.class() == crate::AdapterClass::Cpu {
+        8
+    } else {
+        1
+    }
 }
 
 /// Nearest-neighbour resize: `src = floor(dst * in / out)` per axis.
 pub fn upsample_nearest(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
-    resize(x, out_h, out_w, None)
+    resize(x, out_h, out_w, None, default_run(x.gpu()))
 }
 
 /// Bilinear resize. With `align_corners` the corner pixels of input and
@@ -34,7 +47,7 @@ pub fn upsample_bilinear(
     out_w: usize,
     align_corners: bool,
 ) -> Result<Tensor> {
-    resize(x, out_h, out_w, Some(align_corners))
+    resize(x, out_h, out_w, Some(align_corners), default_run(x.gpu()))
 }
 
 /// Source-coordinate scale of one axis for bilinear (PyTorch's
@@ -51,7 +64,13 @@ fn bilinear_scale(n_in: usize, n_out: usize, align: bool) -> f32 {
     }
 }
 
-fn resize(x: &Tensor, out_h: usize, out_w: usize, bilinear: Option<bool>) -> Result<Tensor> {
+fn resize(
+    x: &Tensor,
+    out_h: usize,
+    out_w: usize,
+    bilinear: Option<bool>,
+    run: usize,
+) -> Result<Tensor> {
     let op = if bilinear.is_some() {
         "upsample_bilinear"
     } else {
@@ -86,26 +105,32 @@ fn resize(x: &Tensor, out_h: usize, out_w: usize, bilinear: Option<bool>) -> Res
     let y = Tensor::empty_for(gpu, op, &[n, c, out_h, out_w], x.dtype())?;
     let align = bilinear.unwrap_or(false);
     let total = y.numel();
+    let runs_row = out_w.div_ceil(run);
+    let runs = n * c * out_h * runs_row;
     let params = Params {
-        n: total as u32,
+        n: runs as u32,
+        runs_row: runs_row as u32,
         in_h: in_h as u32,
         in_w: in_w as u32,
         out_h: out_h as u32,
         out_w: out_w as u32,
-        _pad: 0,
+        step: (in_w / out_w) as u32,
+        step_rem: (in_w % out_w) as u32,
         scale_h: bilinear_scale(in_h, out_h, align),
         scale_w: bilinear_scale(in_w, out_w, align),
+        _pad: [0; 2],
     };
     const BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
     let kernel = Kernel::new(op, include_str!("upsample.wgsl"), x.dtype(), BINDINGS)
         .define("BILINEAR", bilinear.is_some())
-        .define("ALIGN", align);
+        .define("ALIGN", align)
+        .define("RUN", format!("{run}u"));
     let taps = if bilinear.is_some() { 4 } else { 1 };
     gpu.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
         &[x.bind(), y.bind()],
-        gpu.grid((total as u64).div_ceil(256))?,
+        gpu.grid((runs as u64).div_ceil(256))?,
         Cost::new(
             (total * taps * 3) as f64,
             ((taps + 1) * total * x.dtype().size()) as f64,
@@ -183,15 +208,14 @@ mod tests {
             for (ci, &(shape, oh, ow)) in cases.iter().enumerate() {
                 let n: usize = shape.iter().product();
                 let (x, xs) = upload(&gpu, &shape, &rand_vec(n, ci as u64, -2.0, 2.0), dtype);
-                for mode in [None, Some(false), Some(true)] {
-                    let y = match mode {
-                        None => upsample_nearest(&x, oh, ow),
-                        Some(a) => upsample_bilinear(&x, oh, ow, a),
-                    }
-                    .unwrap();
+                for (mode, run) in [None, Some(false), Some(true)]
+                    .into_iter()
+                    .flat_map(|m| [(m, 1), (m, 3), (m, 8)])
+                {
+                    let y = resize(&x, oh, ow, mode, run).unwrap();
                     assert_eq!(y.shape(), &[shape[0], shape[1], oh, ow]);
                     let want = reference(&xs, shape, oh, ow, mode);
-                    let what = format!("{mode:?} {shape:?}->{oh}x{ow} {dtype}");
+                    let what = format!("{mode:?} run {run} {shape:?}->{oh}x{ow} {dtype}");
                     assert_close(&what, &y.to_f32_vec().unwrap(), &want, tol(dtype));
                 }
             }
