@@ -1,8 +1,17 @@
 //! The ops. Each op is one `.wgsl` kernel file plus one launcher `.rs` file
 //! holding the Rust entry points, the CPU reference and the tests.
 
+pub mod cast;
+pub mod concat;
 pub mod conv2d;
 pub mod epilogue;
+pub mod image;
 
 pub use epilogue::{Activation, Epilogue};
+pub mod permute;
+pub mod pixel_shuffle;
+pub mod pool;
+pub mod reduce;
+pub mod slice;
 pub mod unary;
+pub mod upsample;
