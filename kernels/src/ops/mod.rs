@@ -5,4 +5,5 @@ pub mod binary;
 pub mod epilogue;
 
 pub use epilogue::{Activation, Epilogue};
+pub mod softmax;
 pub mod unary;
