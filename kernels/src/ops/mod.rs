@@ -5,5 +5,6 @@ pub mod binary;
 pub mod epilogue;
 
 pub use epilogue::{Activation, Epilogue};
+pub mod layer_norm;
 pub mod softmax;
 pub mod unary;
