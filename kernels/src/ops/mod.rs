@@ -5,6 +5,7 @@ pub mod binary;
 pub mod epilogue;
 
 pub use epilogue::{Activation, Epilogue};
+pub mod group_norm;
 pub mod layer_norm;
 pub mod softmax;
 pub mod unary;
