@@ -2,5 +2,7 @@
 //! the job queue, storage, tenants and the plugin host, plus the `easel` CLI.
 
 pub mod cli;
+pub mod models;
 pub mod server;
+pub mod upscale;
 pub mod weights;

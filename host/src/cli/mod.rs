@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod devices;
+pub mod run;
 pub mod serve;
 
 /// Easel: self-hosted AI image models on any GPU, with sandboxed tenant plugins.
@@ -32,6 +33,9 @@ pub enum Command {
     Devices(devices::Args),
     /// Run the HTTP server.
     Serve(serve::Args),
+    /// Run a model on local files.
+    #[command(subcommand)]
+    Run(run::RunCommand),
     /// Run benchmarks on the chosen adapter.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -53,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Devices(a) => devices::run(a),
         Command::Serve(a) => serve::run(a, &cli.data_dir, &cli.models_dir),
+        Command::Run(c) => run::run(c, &cli.models_dir),
         Command::Bench(c) => bench::run(c),
     }
 }

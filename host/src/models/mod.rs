@@ -1,0 +1,3 @@
+//! Model architectures built from the kernels, one folder per family.
+
+pub mod esrgan;
