@@ -2,6 +2,7 @@
 //! holding the Rust entry points, the CPU reference and the tests.
 
 pub mod conv2d;
+pub mod conv_transpose2d;
 pub mod epilogue;
 
 pub use epilogue::{Activation, Epilogue};
