@@ -175,6 +175,8 @@ mod tests {
             (&[2, 3, 2, 3, 2, 3], &[1, 3, 5]),
             (&[5], &[0]),
             (&[300, 257], &[1]),
+            (&[4, 3, 200], &[0, 2]),
+            (&[5, 1100, 3], &[0, 2]),
         ];
         for dtype in test_dtypes(&gpu) {
             for (ci, &(shape, axes)) in cases.iter().enumerate() {

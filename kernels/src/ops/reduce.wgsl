@@ -20,11 +20,11 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
 
-// Input offset of a linear index over a (shape, stride) group.
-fn offset(idx: u32, shape: vec4<u32>, stride: vec4<u32>) -> u32 {
+// Input offset of a linear index over groups 0..=top of (shape, stride).
+fn offset(idx: u32, shape: vec4<u32>, stride: vec4<u32>, top: i32) -> u32 {
     var t = idx;
     var o = 0u;
-    for (var d = 3; d >= 0; d--) {
+    for (var d = top; d >= 0; d--) {
         let q = t / shape[d];
         o += (t - q * shape[d]) * stride[d];
         t = q;
@@ -38,14 +38,28 @@ var<workgroup> part: array<f32, 256>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let g = wid.x + wid.y * nwg.x;
+    // The innermost reduced group is walked by a plain stride; only the
+    // outer groups need the (division-heavy) index split.
+    let inner = p.rshape[3];
+    let ist = p.rstride[3];
+    let n_outer = p.n_red / inner;
     if WG {
         // g is uniform across the workgroup, so this early return keeps
         // the barriers below in uniform control flow.
         if g >= p.n_out { return; }
-        let base = offset(g, p.kshape, p.kstride);
+        let base = offset(g, p.kshape, p.kstride, 3);
         var s = 0.0;
-        for (var r = lid; r < p.n_red; r += 256u) {
-            s += f32(x[base + offset(r, p.rshape, p.rstride)]);
+        if inner >= 128u {
+            for (var ro = 0u; ro < n_outer; ro++) {
+                let b = base + offset(ro, p.rshape, p.rstride, 2);
+                for (var ri = lid; ri < inner; ri += 256u) {
+                    s += f32(x[b + ri * ist]);
+                }
+            }
+        } else {
+            for (var r = lid; r < p.n_red; r += 256u) {
+                s += f32(x[base + offset(r, p.rshape, p.rstride, 3)]);
+            }
         }
         part[lid] = s;
         workgroupBarrier();
@@ -58,10 +72,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let i = g * 256u + lid;
     if i >= p.n_out { return; }
-    let base = offset(i, p.kshape, p.kstride);
+    let base = offset(i, p.kshape, p.kstride, 3);
     var s = 0.0;
-    for (var r = 0u; r < p.n_red; r++) {
-        s += f32(x[base + offset(r, p.rshape, p.rstride)]);
+    for (var ro = 0u; ro < n_outer; ro++) {
+        let b = base + offset(ro, p.rshape, p.rstride, 2);
+        for (var ri = 0u; ri < inner; ri++) {
+            s += f32(x[b + ri * ist]);
+        }
     }
     y[i] = T(s * p.scale);
 }
