@@ -158,7 +158,7 @@ fn launch(a: &Tensor, alpha: f32, b: &Tensor, beta: f32, op: BinaryOp) -> Result
     let gpu = a.gpu();
     let y = Tensor::empty_for(gpu, OP, &out_shape, a.dtype())?;
     let n = y.numel();
-    let vec4 = a.shape() == b.shape() && n % 4 == 0;
+    let vec4 = a.shape() == b.shape() && n.is_multiple_of(4);
     let (dims, sa, sb) = collapse(
         &out_shape,
         &broadcast_strides(a.shape(), &out_shape),

@@ -91,7 +91,11 @@ pub fn group_norm_act(
     let rows = x.shape()[0] * groups;
     let len = cpg * spatial;
     let chunks = chunks_for(gpu.class(), rows, len);
-    let chunk_len = len.div_ceil(chunks);
+    // vec4 loads need every row and chunk to start on a multiple of 4.
+    let vec4 = len.is_multiple_of(4);
+    let chunk_len = len
+        .div_ceil(chunks)
+        .next_multiple_of(if vec4 { 4 } else { 1 });
     // Recount so no chunk is empty (e.g. len 10000 in 3 chunks of 3334).
     let chunks = len.div_ceil(chunk_len);
     let fused = chunks == 1;
@@ -140,7 +144,7 @@ pub fn group_norm_act(
     let bytes = x.size_bytes() as f64;
     if !fused {
         gpu.dispatch(
-            &kernel("stats", STATS),
+            &kernel(if vec4 { "stats4" } else { "stats" }, STATS),
             bytemuck::bytes_of(&params),
             &binds,
             grid,
@@ -149,7 +153,7 @@ pub fn group_norm_act(
     }
     let stat_flops = if fused { 5.0 * n } else { 0.0 };
     gpu.dispatch(
-        &kernel("apply", APPLY),
+        &kernel(if vec4 { "apply4" } else { "apply" }, APPLY),
         bytemuck::bytes_of(&params),
         &binds,
         grid,
@@ -230,6 +234,10 @@ mod tests {
         check(&[3, 6], 2, Activation::None, 0.0, 8); // no spatial dims
         check(&[1, 4, 1, 1], 4, Activation::None, 0.0, 9); // one element per group
         check(&[1, 2, 3, 5, 7], 2, Activation::None, 0.0, 10); // 3-D spatial
+        // vec4 path with spatial < 4: vec4s span several channels.
+        check(&[2, 8, 2], 2, Activation::None, 0.0, 14);
+        check(&[2, 8], 1, Activation::Silu, 0.0, 15);
+        check(&[1, 4, 6], 2, Activation::None, 0.0, 16); // spatial 6: carry into next channel
     }
 
     #[test]
