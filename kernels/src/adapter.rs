@@ -183,7 +183,7 @@ pub(crate) fn report(index: usize, adapter: &wgpu::Adapter, selected: bool) -> A
         subgroup_max_size: info.subgroup_max_size,
         timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
         cooperative_matrix: f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
-        max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+        max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
         max_buffer_size: l.max_buffer_size,
         max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
         max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,

@@ -213,7 +213,9 @@ impl Gpu {
     }
     /// Largest tensor (bytes) one binding can hold.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.inner.limits.max_storage_buffer_binding_size as u64)
+        self.inner
+            .limits
+            .max_storage_buffer_binding_size
             .min(self.inner.limits.max_buffer_size)
     }
     pub fn memory_stats(&self) -> MemoryStats {
@@ -398,7 +400,7 @@ impl Gpu {
             return;
         }
         let padded;
-        let data = if bytes.len() % 4 == 0 {
+        let data = if bytes.len().is_multiple_of(4) {
             bytes
         } else {
             let mut v = bytes.to_vec();
