@@ -255,6 +255,7 @@ mod tests {
             subgroup_min_size: 0,
             subgroup_max_size: 0,
             transient_saves_memory: None,
+            limit_bucket: None,
         }
     }
 
