@@ -15,10 +15,20 @@ pub mod serve;
 #[command(name = "easel", version, about)]
 pub struct Cli {
     /// Data directory (jobs database, uploads, outputs).
-    #[arg(long, global = true, env = "EASEL_DATA_DIR", default_value = "./easel-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "EASEL_DATA_DIR",
+        default_value = "./easel-data"
+    )]
     pub data_dir: PathBuf,
     /// Models directory (`<name>.safetensors` files and optional manifests).
-    #[arg(long, global = true, env = "EASEL_MODELS_DIR", default_value = "./models")]
+    #[arg(
+        long,
+        global = true,
+        env = "EASEL_MODELS_DIR",
+        default_value = "./models"
+    )]
     pub models_dir: PathBuf,
     /// More logging (-v info, -vv debug). `RUST_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -50,7 +60,10 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

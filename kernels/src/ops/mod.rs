@@ -10,8 +10,6 @@ pub mod epilogue;
 pub mod group_norm;
 pub mod image;
 pub mod layer_norm;
-
-pub use epilogue::{Activation, Epilogue};
 pub mod permute;
 pub mod pixel_shuffle;
 pub mod pool;
@@ -20,3 +18,5 @@ pub mod slice;
 pub mod softmax;
 pub mod unary;
 pub mod upsample;
+
+pub use epilogue::{Activation, Epilogue};
