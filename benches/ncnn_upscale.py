@@ -4,7 +4,7 @@
 Usage: ncnn_upscale.py --model x4plus|animevideov3 --reps N [--gpu ID] [--tile T] IMG...
 Prints one JSON object per image: {"image", "width", "height", "secs"} where
 secs is the median wall time of one `process_pil` call (upload, inference
-with ncnn's own tiling, download), after one warm-up call.
+with ncnn's own tiling, download), after one warm-up call on the first image.
 """
 import argparse
 import json
@@ -28,9 +28,10 @@ def main() -> int:
     ap.add_argument("images", nargs="+")
     a = ap.parse_args()
     up = Realesrgan(gpuid=a.gpu, tilesize=a.tile, model=MODELS[a.model])
+    # Warm-up once on the first (smallest) image: pipeline creation.
+    up.process_pil(Image.open(a.images[0]).convert("RGB"))
     for path in a.images:
         img = Image.open(path).convert("RGB")
-        up.process_pil(img)  # warm-up: pipeline creation, allocations
         times = []
         for _ in range(a.reps):
             t = time.perf_counter()

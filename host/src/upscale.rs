@@ -17,8 +17,6 @@ use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
 use crate::models::esrgan::{ModelError, UpscaleModel};
 use crate::weights::Weights;
 
-/// Default pixels of context around each tile (Real-ESRGAN's `tile_pad`).
-pub const DEFAULT_TILE_PAD: usize = 10;
 /// Default memory budget of one forward pass when tiles are chosen
 /// automatically.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 2 << 30;
@@ -34,7 +32,12 @@ pub enum UpscaleError {
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error("unknown model '{name}': no {path} (models in {dir}: {available})")]
-    UnknownModel { name: String, path: PathBuf, dir: PathBuf, available: String },
+    UnknownModel {
+        name: String,
+        path: PathBuf,
+        dir: PathBuf,
+        available: String,
+    },
     #[error("invalid model name '{0}': use letters, digits, '.', '-' and '_' only")]
     BadModelName(String),
     #[error("invalid {param}: {msg}")]
@@ -52,7 +55,11 @@ pub enum UpscaleError {
         "even a {tile}x{tile} tile needs more than the memory budget of {budget} bytes or the \
          adapter's largest binding of {binding} bytes"
     )]
-    NoTileFits { tile: usize, budget: u64, binding: u64 },
+    NoTileFits {
+        tile: usize,
+        budget: u64,
+        binding: u64,
+    },
 }
 
 /// How to run an upscale.
@@ -61,8 +68,9 @@ pub struct UpscaleOptions {
     /// `None`: whole image if it fits the memory budget, else automatic
     /// tiles; `Some(0)`: whole image always; `Some(n)`: `n`x`n` input tiles.
     pub tile: Option<usize>,
-    /// Context pixels added on each side of a tile.
-    pub tile_pad: usize,
+    /// Context pixels added on each side of a tile (`None`: the model's
+    /// [`UpscaleModel::default_tile_pad`]).
+    pub tile_pad: Option<usize>,
     /// Final scale relative to the input (`None`: the model's scale). Other
     /// values resize the model output with Lanczos3.
     pub outscale: Option<f64>,
@@ -76,7 +84,7 @@ impl Default for UpscaleOptions {
     fn default() -> Self {
         Self {
             tile: None,
-            tile_pad: DEFAULT_TILE_PAD,
+            tile_pad: None,
             outscale: None,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             max_output_pixels: DEFAULT_MAX_OUTPUT_PIXELS,
@@ -88,7 +96,9 @@ impl Default for UpscaleOptions {
 pub fn model_path(models_dir: &Path, name: &str) -> Result<PathBuf, UpscaleError> {
     let valid = !name.is_empty()
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if !valid {
         return Err(UpscaleError::BadModelName(name.into()));
     }
@@ -98,17 +108,37 @@ pub fn model_path(models_dir: &Path, name: &str) -> Result<PathBuf, UpscaleError
     }
     let mut names: Vec<String> = std::fs::read_dir(models_dir)
         .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".safetensors").map(String::from))
-                .collect()
+            rd.filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".safetensors")
+                    .map(String::from)
+            })
+            .collect()
         })
         .unwrap_or_default();
     names.sort();
-    let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };
-    Err(UpscaleError::UnknownModel { name: name.into(), path, dir: models_dir.to_path_buf(), available })
+    let available = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    };
+    Err(UpscaleError::UnknownModel {
+        name: name.into(),
+        path,
+        dir: models_dir.to_path_buf(),
+        available,
+    })
 }
 
 /// Resolves `name` in `models_dir` and loads it in `dtype`.
-pub fn load_model(gpu: &Gpu, models_dir: &Path, name: &str, dtype: DType) -> Result<UpscaleModel, UpscaleError> {
+pub fn load_model(
+    gpu: &Gpu,
+    models_dir: &Path,
+    name: &str,
+    dtype: DType,
+) -> Result<UpscaleModel, UpscaleError> {
     let path = model_path(models_dir, name)?;
     let weights = Weights::open(&path).map_err(ModelError::from)?;
     Ok(UpscaleModel::load(&weights, gpu, dtype)?)
@@ -116,7 +146,11 @@ pub fn load_model(gpu: &Gpu, models_dir: &Path, name: &str, dtype: DType) -> Res
 
 /// f16 when the adapter has SHADER_F16 (unless `force_f32`), else f32.
 pub fn default_dtype(gpu: &Gpu, force_f32: bool) -> DType {
-    if gpu.caps().shader_f16 && !force_f32 { DType::F16 } else { DType::F32 }
+    if gpu.caps().shader_f16 && !force_f32 {
+        DType::F16
+    } else {
+        DType::F32
+    }
 }
 
 /// Planar f32 image data: `planes[c][y * width + x]`.
@@ -151,7 +185,16 @@ pub fn upscale(
     let (rgb, alpha) = to_planes(img);
     let grey = rgb.planes.len() == 1;
 
-    let tile = choose_tile(gpu, model, rgb.width, rgb.height, opts)?;
+    let pad = opts.tile_pad.unwrap_or_else(|| model.default_tile_pad());
+    let tile = choose_tile(
+        gpu,
+        model,
+        rgb.width,
+        rgb.height,
+        opts.tile,
+        pad,
+        opts.memory_budget,
+    )?;
     let per_pass = tile.map_or(1, |t| rgb.width.div_ceil(t) * rgb.height.div_ceil(t));
     let total = per_pass * if alpha.is_some() { 2 } else { 1 };
     let mut done = 0;
@@ -160,10 +203,21 @@ pub fn upscale(
         progress(done, total);
     };
 
-    let out = run_image(gpu, model, &fit_channels(rgb, in_ch), tile, opts.tile_pad, &mut tick)?;
-    let out = if grey { to_luma(out) } else { fit_channels(out, 3) };
+    let out = run_image(gpu, model, &fit_channels(rgb, in_ch), tile, pad, &mut tick)?;
+    let out = if grey {
+        to_luma(out)
+    } else {
+        fit_channels(out, 3)
+    };
     let alpha = match alpha {
-        Some(a) => Some(to_luma(run_image(gpu, model, &fit_channels(a, in_ch), tile, opts.tile_pad, &mut tick)?)),
+        Some(a) => Some(to_luma(run_image(
+            gpu,
+            model,
+            &fit_channels(a, in_ch),
+            tile,
+            pad,
+            &mut tick,
+        )?)),
         None => None,
     };
     let upscaled = from_planes(out, alpha, sixteen);
@@ -175,10 +229,18 @@ pub fn upscale(
 
 /// The final size when `outscale` differs from the model's scale, checking
 /// the output limit either way.
-fn output_size(width: u32, height: u32, scale: usize, opts: &UpscaleOptions) -> Result<Option<(u32, u32)>, UpscaleError> {
+fn output_size(
+    width: u32,
+    height: u32,
+    scale: usize,
+    opts: &UpscaleOptions,
+) -> Result<Option<(u32, u32)>, UpscaleError> {
     let factor = match opts.outscale {
         Some(s) if !(s.is_finite() && s > 0.0) => {
-            return Err(UpscaleError::BadOption { param: "outscale", msg: format!("{s} is not a positive number") });
+            return Err(UpscaleError::BadOption {
+                param: "outscale",
+                msg: format!("{s} is not a positive number"),
+            });
         }
         Some(s) => s,
         None => scale as f64,
@@ -189,19 +251,34 @@ fn output_size(width: u32, height: u32, scale: usize, opts: &UpscaleOptions) -> 
     let (mw, mh) = (width as u64 * scale as u64, height as u64 * scale as u64);
     for (cw, ch) in [(w, h), (mw, mh)] {
         if cw.saturating_mul(ch) > opts.max_output_pixels {
-            return Err(UpscaleError::OutputTooLarge { width: cw, height: ch, limit: opts.max_output_pixels });
+            return Err(UpscaleError::OutputTooLarge {
+                width: cw,
+                height: ch,
+                limit: opts.max_output_pixels,
+            });
         }
     }
     Ok(((w, h) != (mw, mh)).then_some((w as u32, h as u32)))
 }
 
 /// The tile side, or `None` for the whole image.
-fn choose_tile(gpu: &Gpu, model: &UpscaleModel, w: usize, h: usize, opts: &UpscaleOptions) -> Result<Option<usize>, UpscaleError> {
+fn choose_tile(
+    gpu: &Gpu,
+    model: &UpscaleModel,
+    w: usize,
+    h: usize,
+    tile: Option<usize>,
+    pad: usize,
+    budget: u64,
+) -> Result<Option<usize>, UpscaleError> {
     let m = model.input_multiple();
-    match opts.tile {
+    match tile {
         Some(0) => return Ok(None),
         Some(t) if t < m => {
-            return Err(UpscaleError::BadOption { param: "tile", msg: format!("{t} is smaller than the model's input multiple {m}") });
+            return Err(UpscaleError::BadOption {
+                param: "tile",
+                msg: format!("{t} is smaller than the model's input multiple {m}"),
+            });
         }
         // A tile covering the image is the whole image.
         Some(t) if t >= w && t >= h => return Ok(None),
@@ -213,24 +290,35 @@ fn choose_tile(gpu: &Gpu, model: &UpscaleModel, w: usize, h: usize, opts: &Upsca
     let fits = |tw: usize, th: usize| {
         let (tw, th) = (tw.next_multiple_of(m), th.next_multiple_of(m));
         model.largest_tensor_elems(th, tw) as u64 * dsize <= binding
-            && model.peak_elems(th, tw) as u64 * dsize <= opts.memory_budget
+            && model.peak_elems(th, tw) as u64 * dsize <= budget
     };
     if fits(w, h) {
         return Ok(None);
     }
     let mut t = w.max(h).next_multiple_of(8);
-    while t > MIN_AUTO_TILE && !fits(t + 2 * opts.tile_pad, t + 2 * opts.tile_pad) {
+    while t > MIN_AUTO_TILE && !fits(t + 2 * pad, t + 2 * pad) {
         t -= 8;
     }
-    if !fits(t + 2 * opts.tile_pad, t + 2 * opts.tile_pad) {
-        return Err(UpscaleError::NoTileFits { tile: t, budget: opts.memory_budget, binding });
+    if !fits(t + 2 * pad, t + 2 * pad) {
+        return Err(UpscaleError::NoTileFits {
+            tile: t,
+            budget,
+            binding,
+        });
     }
     Ok(Some(t))
 }
 
 /// Runs the model over `img`, whole or tile by tile, returning the unclamped
 /// output planes.
-fn run_image(gpu: &Gpu, model: &UpscaleModel, img: &Planes, tile: Option<usize>, pad: usize, tick: &mut dyn FnMut()) -> Result<Planes, UpscaleError> {
+fn run_image(
+    gpu: &Gpu,
+    model: &UpscaleModel,
+    img: &Planes,
+    tile: Option<usize>,
+    pad: usize,
+    tick: &mut dyn FnMut(),
+) -> Result<Planes, UpscaleError> {
     let s = model.scale();
     let (w, h) = (img.width, img.height);
     let Some(t) = tile else {
@@ -238,7 +326,11 @@ fn run_image(gpu: &Gpu, model: &UpscaleModel, img: &Planes, tile: Option<usize>,
         tick();
         return Ok(out);
     };
-    let mut out = Planes { width: w * s, height: h * s, planes: vec![vec![0.0; w * h * s * s]; img.planes.len()] };
+    let mut out = Planes {
+        width: w * s,
+        height: h * s,
+        planes: vec![vec![0.0; w * h * s * s]; img.planes.len()],
+    };
     for y0 in (0..h).step_by(t) {
         for x0 in (0..w).step_by(t) {
             let (x1, y1) = ((x0 + t).min(w), (y0 + t).min(h));
@@ -264,7 +356,12 @@ fn run_image(gpu: &Gpu, model: &UpscaleModel, img: &Planes, tile: Option<usize>,
 /// Runs the model on the rectangle `(x0, y0, x1, y1)` of `img`, reflect-padded
 /// on the right and bottom to the model's input multiple (as Real-ESRGAN does
 /// for x2/x1 models) and cropped back.
-fn run_region(gpu: &Gpu, model: &UpscaleModel, img: &Planes, (x0, y0, x1, y1): (usize, usize, usize, usize)) -> Result<Planes, UpscaleError> {
+fn run_region(
+    gpu: &Gpu,
+    model: &UpscaleModel,
+    img: &Planes,
+    (x0, y0, x1, y1): (usize, usize, usize, usize),
+) -> Result<Planes, UpscaleError> {
     let m = model.input_multiple();
     let (w, h) = (x1 - x0, y1 - y0);
     let (pw, ph) = (w.next_multiple_of(m), h.next_multiple_of(m));
@@ -284,15 +381,31 @@ fn run_region(gpu: &Gpu, model: &UpscaleModel, img: &Planes, (x0, y0, x1, y1): (
     let (cw, ch) = (w * s, h * s);
     let planes = values
         .chunks_exact(ow * oh)
-        .map(|p| if (cw, ch) == (ow, oh) { p.to_vec() } else { (0..ch).flat_map(|r| p[r * ow..r * ow + cw].iter().copied()).collect() })
+        .map(|p| {
+            if (cw, ch) == (ow, oh) {
+                p.to_vec()
+            } else {
+                (0..ch)
+                    .flat_map(|r| p[r * ow..r * ow + cw].iter().copied())
+                    .collect()
+            }
+        })
         .collect();
-    Ok(Planes { width: cw, height: ch, planes })
+    Ok(Planes {
+        width: cw,
+        height: ch,
+        planes,
+    })
 }
 
 /// Index `i` of a line of `n` samples extended by mirroring (no repeated
 /// edge), clamped where the mirror would run off a very short line.
 fn reflect(i: usize, n: usize) -> usize {
-    if i < n { i } else { (2 * (n - 1)).saturating_sub(i).min(n - 1) }
+    if i < n {
+        i
+    } else {
+        (2 * (n - 1)).saturating_sub(i).min(n - 1)
+    }
 }
 
 /// Colour planes (1 or 3) and the alpha plane, scaled to [0, 1].
@@ -304,22 +417,55 @@ fn to_planes(img: &DynamicImage) -> (Planes, Option<Planes>) {
     let alpha = color.has_alpha();
     // Go through 16-bit (or f32 for float images) so no precision is lost.
     let (data, max): (Vec<f32>, f32) = match img {
-        DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => (img.to_rgba32f().into_raw(), 1.0),
-        _ if color.bytes_per_pixel() / color.channel_count() > 1 => {
-            (img.to_rgba16().into_raw().into_iter().map(f32::from).collect(), 65535.0)
+        DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => {
+            (img.to_rgba32f().into_raw(), 1.0)
         }
-        _ => (img.to_rgba8().into_raw().into_iter().map(f32::from).collect(), 255.0),
+        _ if color.bytes_per_pixel() / color.channel_count() > 1 => (
+            img.to_rgba16()
+                .into_raw()
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            65535.0,
+        ),
+        _ => (
+            img.to_rgba8()
+                .into_raw()
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            255.0,
+        ),
     };
-    let plane = |c: usize| data.chunks_exact(4).map(|p| (p[c] / max).clamp(0.0, 1.0)).collect::<Vec<f32>>();
-    let rgb = Planes { width, height, planes: (0..n).map(plane).collect() };
-    let alpha = alpha.then(|| Planes { width, height, planes: vec![plane(3)] });
+    let plane = |c: usize| {
+        data.chunks_exact(4)
+            .map(|p| (p[c] / max).clamp(0.0, 1.0))
+            .collect::<Vec<f32>>()
+    };
+    let rgb = Planes {
+        width,
+        height,
+        planes: (0..n).map(plane).collect(),
+    };
+    let alpha = alpha.then(|| Planes {
+        width,
+        height,
+        planes: vec![plane(3)],
+    });
     (rgb, alpha)
 }
 
 /// Grey -> RGB by repetition, RGB -> grey by luma.
 fn fit_channels(p: Planes, n: usize) -> Planes {
     match (p.planes.len(), n) {
-        (1, 3) => Planes { planes: vec![p.planes[0].clone(), p.planes[0].clone(), p.planes[0].clone()], ..p },
+        (1, 3) => Planes {
+            planes: vec![
+                p.planes[0].clone(),
+                p.planes[0].clone(),
+                p.planes[0].clone(),
+            ],
+            ..p
+        },
         (3, 1) => to_luma(p),
         _ => p,
     }
@@ -331,8 +477,13 @@ fn to_luma(p: Planes) -> Planes {
         return p;
     }
     let [r, g, b] = [&p.planes[0], &p.planes[1], &p.planes[2]];
-    let y = (0..r.len()).map(|i| 0.299 * r[i] + 0.587 * g[i] + 0.114 * b[i]).collect();
-    Planes { planes: vec![y], ..p }
+    let y = (0..r.len())
+        .map(|i| 0.299 * r[i] + 0.587 * g[i] + 0.114 * b[i])
+        .collect();
+    Planes {
+        planes: vec![y],
+        ..p
+    }
 }
 
 /// `floor(clamp(v, 0, 1) * max + 0.5)`: NaN becomes 0, negatives 0.
@@ -349,22 +500,39 @@ fn from_planes(color: Planes, alpha: Option<Planes>, sixteen: bool) -> DynamicIm
     }
     let n = planes.len();
     let max = if sixteen { 65535.0 } else { 255.0 };
-    let samples = (0..color.width * color.height).flat_map(|i| planes.iter().map(move |p| quantise(p[i], max)));
+    let samples = (0..color.width * color.height)
+        .flat_map(|i| planes.iter().map(move |p| quantise(p[i], max)));
     if sixteen {
         let raw: Vec<u16> = samples.map(|v| v as u16).collect();
         match n {
-            1 => DynamicImage::ImageLuma16(ImageBuffer::<Luma<u16>, _>::from_raw(w, h, raw).expect("size")),
-            2 => DynamicImage::ImageLumaA16(ImageBuffer::<LumaA<u16>, _>::from_raw(w, h, raw).expect("size")),
-            3 => DynamicImage::ImageRgb16(ImageBuffer::<Rgb<u16>, _>::from_raw(w, h, raw).expect("size")),
-            _ => DynamicImage::ImageRgba16(ImageBuffer::<Rgba<u16>, _>::from_raw(w, h, raw).expect("size")),
+            1 => DynamicImage::ImageLuma16(
+                ImageBuffer::<Luma<u16>, _>::from_raw(w, h, raw).expect("size"),
+            ),
+            2 => DynamicImage::ImageLumaA16(
+                ImageBuffer::<LumaA<u16>, _>::from_raw(w, h, raw).expect("size"),
+            ),
+            3 => DynamicImage::ImageRgb16(
+                ImageBuffer::<Rgb<u16>, _>::from_raw(w, h, raw).expect("size"),
+            ),
+            _ => DynamicImage::ImageRgba16(
+                ImageBuffer::<Rgba<u16>, _>::from_raw(w, h, raw).expect("size"),
+            ),
         }
     } else {
         let raw: Vec<u8> = samples.map(|v| v as u8).collect();
         match n {
-            1 => DynamicImage::ImageLuma8(ImageBuffer::<Luma<u8>, _>::from_raw(w, h, raw).expect("size")),
-            2 => DynamicImage::ImageLumaA8(ImageBuffer::<LumaA<u8>, _>::from_raw(w, h, raw).expect("size")),
-            3 => DynamicImage::ImageRgb8(ImageBuffer::<Rgb<u8>, _>::from_raw(w, h, raw).expect("size")),
-            _ => DynamicImage::ImageRgba8(ImageBuffer::<Rgba<u8>, _>::from_raw(w, h, raw).expect("size")),
+            1 => DynamicImage::ImageLuma8(
+                ImageBuffer::<Luma<u8>, _>::from_raw(w, h, raw).expect("size"),
+            ),
+            2 => DynamicImage::ImageLumaA8(
+                ImageBuffer::<LumaA<u8>, _>::from_raw(w, h, raw).expect("size"),
+            ),
+            3 => DynamicImage::ImageRgb8(
+                ImageBuffer::<Rgb<u8>, _>::from_raw(w, h, raw).expect("size"),
+            ),
+            _ => DynamicImage::ImageRgba8(
+                ImageBuffer::<Rgba<u8>, _>::from_raw(w, h, raw).expect("size"),
+            ),
         }
     }
 }
@@ -375,7 +543,10 @@ mod tests {
 
     #[test]
     fn reflect_mirrors_without_repeating_the_edge() {
-        assert_eq!((0..7).map(|i| reflect(i, 5)).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 3, 2]);
+        assert_eq!(
+            (0..7).map(|i| reflect(i, 5)).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 3, 2]
+        );
         assert_eq!(reflect(1, 1), 0);
     }
 
@@ -390,18 +561,37 @@ mod tests {
     #[test]
     fn model_names_cannot_escape_the_models_dir() {
         for bad in ["../x", "a/b", "", ".hidden", "a\\b"] {
-            assert!(matches!(model_path(Path::new("."), bad), Err(UpscaleError::BadModelName(_))), "{bad}");
+            assert!(
+                matches!(
+                    model_path(Path::new("."), bad),
+                    Err(UpscaleError::BadModelName(_))
+                ),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn outscale_is_validated_and_limited() {
-        let opts = |outscale, max| UpscaleOptions { outscale, max_output_pixels: max, ..Default::default() };
+        let opts = |outscale, max| UpscaleOptions {
+            outscale,
+            max_output_pixels: max,
+            ..Default::default()
+        };
         assert_eq!(output_size(10, 10, 4, &opts(None, 1 << 20)).unwrap(), None);
-        assert_eq!(output_size(10, 10, 4, &opts(Some(4.0), 1 << 20)).unwrap(), None);
-        assert_eq!(output_size(10, 7, 4, &opts(Some(2.5), 1 << 20)).unwrap(), Some((25, 18)));
+        assert_eq!(
+            output_size(10, 10, 4, &opts(Some(4.0), 1 << 20)).unwrap(),
+            None
+        );
+        assert_eq!(
+            output_size(10, 7, 4, &opts(Some(2.5), 1 << 20)).unwrap(),
+            Some((25, 18))
+        );
         assert!(output_size(10, 10, 4, &opts(Some(-1.0), 1 << 20)).is_err());
         assert!(output_size(10, 10, 4, &opts(Some(f64::NAN), 1 << 20)).is_err());
-        assert!(matches!(output_size(100, 100, 4, &opts(None, 1000)), Err(UpscaleError::OutputTooLarge { .. })));
+        assert!(matches!(
+            output_size(100, 100, 4, &opts(None, 1000)),
+            Err(UpscaleError::OutputTooLarge { .. })
+        ));
     }
 }

@@ -18,18 +18,33 @@ fn input() -> image::DynamicImage {
 
 /// The reference `[3, H, W]` quantised to interleaved RGB8.
 fn reference_rgb8(model: &str) -> Vec<u8> {
-    let (shape, data) = read_npy_f32(&shared_file(&format!("fixtures/upscale/{model}.zeropad.f32.npy")));
-    let [c, h, w] = shape[..] else { panic!("reference shape {shape:?}") };
+    let (shape, data) = read_npy_f32(&shared_file(&format!(
+        "fixtures/upscale/{model}.zeropad.f32.npy"
+    )));
+    let [c, h, w] = shape[..] else {
+        panic!("reference shape {shape:?}")
+    };
     let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5).floor() as u8;
-    (0..h * w).flat_map(|i| (0..c).map(move |ch| i + ch * h * w)).map(|i| q(data[i])).collect()
+    (0..h * w)
+        .flat_map(|i| (0..c).map(move |ch| i + ch * h * w))
+        .map(|i| q(data[i]))
+        .collect()
 }
 
 fn load(gpu: &Gpu, name: &str, dtype: DType) -> UpscaleModel {
     upscale::load_model(gpu, &shared_dir().join("models"), name, dtype).expect("loading the model")
 }
 
-fn run(gpu: &Gpu, model: &UpscaleModel, img: &image::DynamicImage, tile: Option<usize>) -> image::DynamicImage {
-    let opts = UpscaleOptions { tile, ..Default::default() };
+fn run(
+    gpu: &Gpu,
+    model: &UpscaleModel,
+    img: &image::DynamicImage,
+    tile: Option<usize>,
+) -> image::DynamicImage {
+    let opts = UpscaleOptions {
+        tile,
+        ..Default::default()
+    };
     upscale::upscale(gpu, model, img, &opts, &mut |_, _| {}).expect("upscale")
 }
 
@@ -46,7 +61,10 @@ fn check_against_reference(name: &str) {
         assert_eq!((out.width(), out.height()), (128, 128));
         let db = psnr_u8(out.as_rgb8().expect("RGB out").as_raw(), &want);
         eprintln!("{name} {dtype}: PSNR {db:.2} dB vs PyTorch f32 (min {min_db})");
-        assert!(db >= min_db, "{name} {dtype}: PSNR {db:.2} dB < {min_db} dB");
+        assert!(
+            db >= min_db,
+            "{name} {dtype}: PSNR {db:.2} dB < {min_db} dB"
+        );
     }
 }
 
@@ -63,16 +81,31 @@ fn animevideov3_matches_pytorch() {
 #[test]
 fn tiled_matches_whole_image() {
     let Some(gpu) = test_gpu() else { return };
+    // 64x64 so that 32-px tiles with their context are smaller than the image.
+    let img = input().resize_exact(64, 64, image::imageops::FilterType::Lanczos3);
     for name in ["realesr-animevideov3-x4", "realesrgan-x4plus"] {
         let model = load(&gpu, name, DType::F32);
-        let img = input();
         let whole = run(&gpu, &model, &img, Some(0));
         let mut ticks = Vec::new();
-        let opts = UpscaleOptions { tile: Some(16), ..Default::default() };
-        let tiled = upscale::upscale(&gpu, &model, &img, &opts, &mut |d, t| ticks.push((d, t))).expect("tiled");
-        assert_eq!(ticks, [(1, 4), (2, 4), (3, 4), (4, 4)], "progress over 2x2 tiles");
-        let db = psnr_u8(tiled.as_rgb8().unwrap().as_raw(), whole.as_rgb8().unwrap().as_raw());
-        eprintln!("{name}: tiled (16 px, pad 10) vs whole PSNR {db:.2} dB");
+        let opts = UpscaleOptions {
+            tile: Some(32),
+            ..Default::default()
+        };
+        let tiled = upscale::upscale(&gpu, &model, &img, &opts, &mut |d, t| ticks.push((d, t)))
+            .expect("tiled");
+        assert_eq!(
+            ticks,
+            [(1, 4), (2, 4), (3, 4), (4, 4)],
+            "progress over 2x2 tiles"
+        );
+        let db = psnr_u8(
+            tiled.as_rgb8().unwrap().as_raw(),
+            whole.as_rgb8().unwrap().as_raw(),
+        );
+        eprintln!(
+            "{name}: tiled (32 px, pad {}) vs whole PSNR {db:.2} dB",
+            model.default_tile_pad()
+        );
         assert!(db >= 50.0, "{name}: tiled vs whole PSNR {db:.2} dB < 50");
     }
 }
@@ -84,7 +117,10 @@ fn unknown_model_is_a_clear_error() {
     match upscale::load_model(&gpu, &dir, "no-such-model", DType::F32) {
         Err(e @ UpscaleError::UnknownModel { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("no-such-model") && msg.contains("realesrgan-x4plus"), "{msg}");
+            assert!(
+                msg.contains("no-such-model") && msg.contains("realesrgan-x4plus"),
+                "{msg}"
+            );
         }
         other => panic!("expected UnknownModel, got {other:?}"),
     }
@@ -121,9 +157,16 @@ fn tiny_srvgg(dir: &std::path::Path, bad: &str, bad_shape: &[usize]) {
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
         .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("tiny.safetensors")).expect("writing safetensors");
+    safetensors::serialize_to_file(views, None, &dir.join("tiny.safetensors"))
+        .expect("writing safetensors");
 }
 
 #[test]
@@ -140,7 +183,12 @@ fn weights_with_a_wrong_shape_are_a_clear_error() {
     match upscale::load_model(&gpu, &dir, "tiny", DType::F32) {
         Err(UpscaleError::Model(ModelError::Weights(e @ WeightError::Shape { .. }))) => {
             let msg = e.to_string();
-            assert!(msg.contains("body.2.weight") && msg.contains("[4, 5, 3, 3]") && msg.contains("[4, 4, 3, 3]"), "{msg}");
+            assert!(
+                msg.contains("body.2.weight")
+                    && msg.contains("[4, 5, 3, 3]")
+                    && msg.contains("[4, 4, 3, 3]"),
+                "{msg}"
+            );
         }
         other => panic!("expected a shape error, got {other:?}"),
     }
@@ -148,12 +196,16 @@ fn weights_with_a_wrong_shape_are_a_clear_error() {
     tiny_srvgg(&dir, "body.4.bias", &[11]);
     assert!(matches!(
         upscale::load_model(&gpu, &dir, "tiny", DType::F32),
-        Err(UpscaleError::Model(ModelError::Weights(WeightError::Shape { .. })))
+        Err(UpscaleError::Model(ModelError::Weights(
+            WeightError::Shape { .. }
+        )))
     ));
     // A last conv whose outputs are not 3 * scale^2.
     tiny_srvgg(&dir, "body.4.weight", &[10, 4, 3, 3]);
     match upscale::load_model(&gpu, &dir, "tiny", DType::F32) {
-        Err(e @ UpscaleError::Model(ModelError::Inconsistent { .. })) => assert!(e.to_string().contains("scale"), "{e}"),
+        Err(e @ UpscaleError::Model(ModelError::Inconsistent { .. })) => {
+            assert!(e.to_string().contains("scale"), "{e}")
+        }
         other => panic!("expected an architecture error, got {other:?}"),
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -171,26 +223,59 @@ fn grey_rgba_and_16_bit_keep_their_format() {
     for (i, p) in rgba.pixels_mut().enumerate() {
         p.0[3] = (i % 256) as u8;
     }
-    let out = run(&gpu, &model, &image::DynamicImage::ImageRgba8(rgba.clone()), Some(0));
+    let out = run(
+        &gpu,
+        &model,
+        &image::DynamicImage::ImageRgba8(rgba.clone()),
+        Some(0),
+    );
     let out = out.as_rgba8().expect("RGBA stays RGBA");
-    let colour: Vec<u8> = out.pixels().flat_map(|p| [p.0[0], p.0[1], p.0[2]]).collect();
-    assert_eq!(colour, rgb_out.as_rgb8().unwrap().as_raw().as_slice(), "RGB of RGBA");
+    let colour: Vec<u8> = out
+        .pixels()
+        .flat_map(|p| [p.0[0], p.0[1], p.0[2]])
+        .collect();
+    assert_eq!(
+        colour,
+        rgb_out.as_rgb8().unwrap().as_raw().as_slice(),
+        "RGB of RGBA"
+    );
     let alpha_img = image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(32, 32, |x, y| {
         image::Luma([rgba.get_pixel(x, y).0[3]])
     }));
     let alpha_out = run(&gpu, &model, &alpha_img, Some(0));
     let alpha: Vec<u8> = out.pixels().map(|p| p.0[3]).collect();
-    assert_eq!(alpha, alpha_out.as_luma8().expect("grey stays grey").as_raw().as_slice(), "alpha as grey");
+    assert_eq!(
+        alpha,
+        alpha_out
+            .as_luma8()
+            .expect("grey stays grey")
+            .as_raw()
+            .as_slice(),
+        "alpha as grey"
+    );
 
     // 16-bit in, 16-bit out, agreeing with the 8-bit result within 8-bit rounding.
-    let out16 = run(&gpu, &model, &image::DynamicImage::ImageRgb16(rgb.to_rgb16()), Some(0));
+    let out16 = run(
+        &gpu,
+        &model,
+        &image::DynamicImage::ImageRgb16(rgb.to_rgb16()),
+        Some(0),
+    );
     let out16 = out16.as_rgb16().expect("16-bit stays 16-bit");
-    let as8: Vec<u8> = out16.as_raw().iter().map(|&v| ((v as f32 / 257.0) + 0.5).floor() as u8).collect();
+    let as8: Vec<u8> = out16
+        .as_raw()
+        .iter()
+        .map(|&v| ((v as f32 / 257.0) + 0.5).floor() as u8)
+        .collect();
     let db = psnr_u8(&as8, rgb_out.as_rgb8().unwrap().as_raw());
     assert!(db >= 50.0, "16-bit vs 8-bit output PSNR {db:.2}");
 
     // outscale resizes the model output.
-    let opts = UpscaleOptions { tile: Some(0), outscale: Some(2.5), ..Default::default() };
+    let opts = UpscaleOptions {
+        tile: Some(0),
+        outscale: Some(2.5),
+        ..Default::default()
+    };
     let small = upscale::upscale(&gpu, &model, &rgb, &opts, &mut |_, _| {}).unwrap();
     assert_eq!((small.width(), small.height()), (80, 80));
 }

@@ -35,9 +35,10 @@ pub struct UpscaleArgs {
     /// adapter's limits.
     #[arg(long)]
     pub tile: Option<usize>,
-    /// Context pixels around each tile.
-    #[arg(long, default_value_t = upscale::DEFAULT_TILE_PAD)]
-    pub tile_pad: usize,
+    /// Context pixels around each tile (default: the model's, enough for
+    /// seamless output).
+    #[arg(long)]
+    pub tile_pad: Option<usize>,
     /// Final scale relative to the input (default: the model's scale).
     #[arg(long)]
     pub outscale: Option<f64>,
@@ -60,7 +61,10 @@ fn run_upscale(a: UpscaleArgs, models_dir: &Path) -> anyhow::Result<()> {
     let dtype = match a.precision {
         Some(Precision::F32) => DType::F32,
         Some(Precision::F16) if !gpu.caps().shader_f16 => {
-            anyhow::bail!("--precision f16: the adapter '{}' has no SHADER_F16; use --precision f32", gpu.info().name)
+            anyhow::bail!(
+                "--precision f16: the adapter '{}' has no SHADER_F16; use --precision f32",
+                gpu.info().name
+            )
         }
         Some(Precision::F16) => DType::F16,
         None => upscale::default_dtype(&gpu, false),
@@ -68,7 +72,12 @@ fn run_upscale(a: UpscaleArgs, models_dir: &Path) -> anyhow::Result<()> {
     let model = upscale::load_model(&gpu, models_dir, &a.model, dtype)
         .with_context(|| format!("loading model '{}'", a.model))?;
     let img = decode(&a.input, a.max_input_pixels)?;
-    let opts = UpscaleOptions { tile: a.tile, tile_pad: a.tile_pad, outscale: a.outscale, ..Default::default() };
+    let opts = UpscaleOptions {
+        tile: a.tile,
+        tile_pad: a.tile_pad,
+        outscale: a.outscale,
+        ..Default::default()
+    };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(1);
         bar.set_style(
@@ -91,7 +100,8 @@ fn run_upscale(a: UpscaleArgs, models_dir: &Path) -> anyhow::Result<()> {
         b.finish_and_clear();
     }
     tracing::info!(secs = start.elapsed().as_secs_f64(), "upscaled");
-    out.save(&a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    out.save(&a.output)
+        .with_context(|| format!("writing {}", a.output.display()))?;
     eprintln!(
         "{} ({}x{}) -> {} ({}x{}) in {:.2}s",
         a.input.display(),
@@ -115,14 +125,51 @@ fn decode(path: &Path, max_pixels: u64) -> anyhow::Result<image::DynamicImage> {
             .with_guessed_format()
             .with_context(|| format!("reading {}", path.display()))
     };
-    let (w, h) = open()?.into_dimensions().with_context(|| format!("decoding {}", path.display()))?;
+    let (w, h) = open()?
+        .into_dimensions()
+        .with_context(|| format!("decoding {}", path.display()))?;
     if w as u64 * h as u64 > max_pixels {
-        anyhow::bail!("{}: {w}x{h} is over the limit of {max_pixels} pixels (--max-input-pixels)", path.display());
+        anyhow::bail!(
+            "{}: {w}x{h} is over the limit of {max_pixels} pixels (--max-input-pixels)",
+            path.display()
+        );
     }
     let mut reader = open()?;
     let mut limits = image::Limits::default();
     // RGBA16 is 8 bytes a pixel; leave room for a decoder's scratch.
     limits.max_alloc = Some(max_pixels.saturating_mul(16));
     reader.limits(limits);
-    reader.decode().with_context(|| format!("decoding {}", path.display()))
+    reader
+        .decode()
+        .with_context(|| format!("decoding {}", path.display()))
+}
+
+/// Saves in the format of the extension, converting to what the encoder
+/// takes: JPEG has no alpha and no 16 bits, WebP (lossless) only 8-bit RGB(A).
+fn save(img: &image::DynamicImage, path: &Path) -> anyhow::Result<()> {
+    let format = image::ImageFormat::from_path(path).with_context(|| {
+        format!(
+            "{}: unknown output format (use .png, .jpg or .webp)",
+            path.display()
+        )
+    })?;
+    let grey = img.color().channel_count() <= 2;
+    let converted = match format {
+        image::ImageFormat::Png => None,
+        image::ImageFormat::Jpeg if grey => Some(image::DynamicImage::ImageLuma8(img.to_luma8())),
+        image::ImageFormat::Jpeg => Some(image::DynamicImage::ImageRgb8(img.to_rgb8())),
+        image::ImageFormat::WebP if img.color().has_alpha() => {
+            Some(image::DynamicImage::ImageRgba8(img.to_rgba8()))
+        }
+        image::ImageFormat::WebP => Some(image::DynamicImage::ImageRgb8(img.to_rgb8())),
+        other => anyhow::bail!(
+            "{}: {other:?} output is not supported (use .png, .jpg or .webp)",
+            path.display()
+        ),
+    };
+    converted
+        .as_ref()
+        .unwrap_or(img)
+        .save_with_format(path, format)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -25,7 +25,11 @@ pub enum ModelError {
     Unrecognised { path: String, why: String },
     /// Names match an architecture but the shapes do not fit together.
     #[error("{path}: inconsistent {arch} checkpoint: {msg}")]
-    Inconsistent { path: String, arch: &'static str, msg: String },
+    Inconsistent {
+        path: String,
+        arch: &'static str,
+        msg: String,
+    },
     /// The input tensor does not fit the model.
     #[error("{arch}: {msg}")]
     BadInput { arch: &'static str, msg: String },
@@ -132,6 +136,18 @@ impl UpscaleModel {
         match self {
             UpscaleModel::Rrdb(m) => m.config().peak_elems(h, w),
             UpscaleModel::Srvgg(m) => m.config().peak_elems(h, w),
+        }
+    }
+
+    /// Context pixels around a tile that make tiled output match the whole
+    /// image: SRVGG's receptive field is one pixel per conv, so its radius
+    /// makes tiling exact; RRDBNet's field spans the image, and its
+    /// influence has decayed below 8-bit rounding after about this many
+    /// pixels (measured: see the tiled test).
+    pub fn default_tile_pad(&self) -> usize {
+        match self {
+            UpscaleModel::Rrdb(_) => rrdbnet::DEFAULT_TILE_PAD,
+            UpscaleModel::Srvgg(m) => m.config().num_conv + 2,
         }
     }
 

@@ -30,6 +30,9 @@ const SLOPE: f32 = 0.2;
 /// Residual scaling of RDB and RRDB outputs.
 const RES_SCALE: f32 = 0.2;
 
+/// Tile context that keeps tiled output within 50 dB PSNR of the whole image.
+pub const DEFAULT_TILE_PAD: usize = 24;
+
 /// Hyper-parameters, detected from a checkpoint by [`RrdbConfig::detect`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RrdbConfig {
@@ -50,17 +53,27 @@ impl RrdbConfig {
     /// and shapes of `conv_first`, `body.{i}.rdb1.conv1` and `conv_last`.
     pub fn detect(w: &Weights) -> Result<RrdbConfig, ModelError> {
         let path = w.path().display().to_string();
-        let bad = |msg: String| ModelError::Inconsistent { path: path.clone(), arch: ARCH, msg };
+        let bad = |msg: String| ModelError::Inconsistent {
+            path: path.clone(),
+            arch: ARCH,
+            msg,
+        };
         let first = shape_of(w, "conv_first.weight")?;
         let [num_feat, first_in, 3, 3] = first[..] else {
-            return Err(bad(format!("conv_first.weight has shape {first:?}, expected [nf, in, 3, 3]")));
+            return Err(bad(format!(
+                "conv_first.weight has shape {first:?}, expected [nf, in, 3, 3]"
+            )));
         };
         // basicsr unshuffles x2 models by 2 and x1 models by 4 before conv_first.
         let (in_ch, unshuffle) = match first_in {
             1 | 3 => (first_in, 1),
             4 | 12 => (first_in / 4, 2),
             16 | 48 => (first_in / 16, 4),
-            c => return Err(bad(format!("conv_first takes {c} channels; expected 1/3 (x4), 4/12 (x2) or 16/48 (x1)"))),
+            c => {
+                return Err(bad(format!(
+                    "conv_first takes {c} channels; expected 1/3 (x4), 4/12 (x2) or 16/48 (x1)"
+                )));
+            }
         };
         let mut num_block = 0;
         while w.contains(&format!("body.{num_block}.rdb1.conv1.weight")) {
@@ -79,9 +92,19 @@ impl RrdbConfig {
             (i >= num_block).then(|| k.clone())
         });
         if let Some(k) = stray {
-            return Err(bad(format!("tensor '{k}' but blocks are numbered 0..{num_block}")));
+            return Err(bad(format!(
+                "tensor '{k}' but blocks are numbered 0..{num_block}"
+            )));
         }
-        Ok(RrdbConfig { in_ch, out_ch, num_feat, num_block, num_grow_ch, unshuffle, scale: 4 / unshuffle })
+        Ok(RrdbConfig {
+            in_ch,
+            out_ch,
+            num_feat,
+            num_block,
+            num_grow_ch,
+            unshuffle,
+            scale: 4 / unshuffle,
+        })
     }
 
     fn dense_ch(&self) -> usize {
@@ -111,10 +134,33 @@ struct Rdb {
 }
 
 impl Rdb {
-    fn load(w: &Weights, gpu: &Gpu, prefix: &str, c: &RrdbConfig, dtype: DType) -> Result<Rdb, ModelError> {
+    fn load(
+        w: &Weights,
+        gpu: &Gpu,
+        prefix: &str,
+        c: &RrdbConfig,
+        dtype: DType,
+    ) -> Result<Rdb, ModelError> {
         let (nf, gc) = (c.num_feat, c.num_grow_ch);
-        let conv = |k: usize, cout: usize| load_conv3x3(w, gpu, &format!("{prefix}.conv{k}"), nf + (k - 1) * gc, cout, dtype);
-        Ok(Rdb { convs: [conv(1, gc)?, conv(2, gc)?, conv(3, gc)?, conv(4, gc)?, conv(5, nf)?] })
+        let conv = |k: usize, cout: usize| {
+            load_conv3x3(
+                w,
+                gpu,
+                &format!("{prefix}.conv{k}"),
+                nf + (k - 1) * gc,
+                cout,
+                dtype,
+            )
+        };
+        Ok(Rdb {
+            convs: [
+                conv(1, gc)?,
+                conv(2, gc)?,
+                conv(3, gc)?,
+                conv(4, gc)?,
+                conv(5, nf)?,
+            ],
+        })
     }
 
     /// Fills channels `[nf, nf + 4*gc)` of `feat` from its first `nf`.
@@ -144,16 +190,31 @@ impl Rrdb {
         let f3 = Tensor::empty(gpu, &[1, dense, h, w], src.dtype())?;
         // RDB1 and RDB2: out = 0.2 * conv5 + in, written as the next RDB's input.
         self.rdbs[0].dense(src, nf, gc)?;
-        self.rdbs[0].convs[4].forward_into(src, &f2, 0, &Epilogue::default().residual(&x, RES_SCALE, 1.0))?;
+        self.rdbs[0].convs[4].forward_into(
+            src,
+            &f2,
+            0,
+            &Epilogue::default().residual(&x, RES_SCALE, 1.0),
+        )?;
         let r1 = f2.prefix_view(&head)?;
         self.rdbs[1].dense(&f2, nf, gc)?;
-        self.rdbs[1].convs[4].forward_into(&f2, &f3, 0, &Epilogue::default().residual(&r1, RES_SCALE, 1.0))?;
+        self.rdbs[1].convs[4].forward_into(
+            &f2,
+            &f3,
+            0,
+            &Epilogue::default().residual(&r1, RES_SCALE, 1.0),
+        )?;
         // RDB3 and the RRDB skip: 0.2 * (0.2 * conv5 + r2) + x
         //   = 0.04 * conv5 + (0.2 * r2 + x), one fused epilogue.
         let r2 = f3.prefix_view(&head)?;
         self.rdbs[2].dense(&f3, nf, gc)?;
         let skip = add_scaled(&r2, RES_SCALE, &x, 1.0)?;
-        self.rdbs[2].convs[4].forward_into(&f3, dst, 0, &Epilogue::default().residual(&skip, RES_SCALE * RES_SCALE, 1.0))?;
+        self.rdbs[2].convs[4].forward_into(
+            &f3,
+            dst,
+            0,
+            &Epilogue::default().residual(&skip, RES_SCALE * RES_SCALE, 1.0),
+        )?;
         Ok(())
     }
 }
@@ -174,13 +235,20 @@ pub struct RrdbNet {
 
 impl RrdbNet {
     /// Uploads every tensor by its checkpoint name, checking its shape.
-    pub fn load(w: &Weights, cfg: &RrdbConfig, gpu: &Gpu, dtype: DType) -> Result<RrdbNet, ModelError> {
+    pub fn load(
+        w: &Weights,
+        cfg: &RrdbConfig,
+        gpu: &Gpu,
+        dtype: DType,
+    ) -> Result<RrdbNet, ModelError> {
         let nf = cfg.num_feat;
         let first_in = cfg.in_ch * cfg.unshuffle * cfg.unshuffle;
         let body = (0..cfg.num_block)
             .map(|i| {
                 let rdb = |j: usize| Rdb::load(w, gpu, &format!("body.{i}.rdb{j}"), cfg, dtype);
-                Ok(Rrdb { rdbs: [rdb(1)?, rdb(2)?, rdb(3)?] })
+                Ok(Rrdb {
+                    rdbs: [rdb(1)?, rdb(2)?, rdb(3)?],
+                })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         Ok(RrdbNet {
@@ -214,7 +282,10 @@ impl RrdbNet {
             s => {
                 return Err(ModelError::BadInput {
                     arch: ARCH,
-                    msg: format!("input {s:?}: expected [1, {}, H, W] with H, W multiples of {u}", c.in_ch),
+                    msg: format!(
+                        "input {s:?}: expected [1, {}, H, W] with H, W multiples of {u}",
+                        c.in_ch
+                    ),
                 });
             }
         };
@@ -232,7 +303,8 @@ impl RrdbNet {
         // conv_first writes into the first RRDB's dense tensor; its output
         // stays there (channels [0, nf)) for the long skip.
         let first = Tensor::empty(gpu, &dense_shape, self.dtype)?;
-        self.conv_first.forward_into(input, &first, 0, &Epilogue::default())?;
+        self.conv_first
+            .forward_into(input, &first, 0, &Epilogue::default())?;
         let feat = first.prefix_view(&head)?;
         let mut cur = first.clone();
         for block in &self.body {
@@ -241,12 +313,21 @@ impl RrdbNet {
             cur = next;
         }
         let trunk = Tensor::empty(gpu, &head, self.dtype)?;
-        self.conv_body.forward_into(&cur, &trunk, 0, &Epilogue::default().residual(&feat, 1.0, 1.0))?;
+        self.conv_body.forward_into(
+            &cur,
+            &trunk,
+            0,
+            &Epilogue::default().residual(&feat, 1.0, 1.0),
+        )?;
         drop((cur, first, feat));
         let lrelu = Epilogue::act(Activation::LeakyRelu(SLOPE));
-        let up = self.conv_up1.forward(&upsample_nearest(&trunk, 2 * hf, 2 * wf)?, &lrelu)?;
+        let up = self
+            .conv_up1
+            .forward(&upsample_nearest(&trunk, 2 * hf, 2 * wf)?, &lrelu)?;
         drop(trunk);
-        let up = self.conv_up2.forward(&upsample_nearest(&up, 4 * hf, 4 * wf)?, &lrelu)?;
+        let up = self
+            .conv_up2
+            .forward(&upsample_nearest(&up, 4 * hf, 4 * wf)?, &lrelu)?;
         let hr = self.conv_hr.forward(&up, &lrelu)?;
         drop(up);
         Ok(self.conv_last.forward(&hr, &Epilogue::default())?)

@@ -37,33 +37,54 @@ impl SrvggConfig {
     /// last conv's output channels (`out_ch * scale^2`, `out_ch = in_ch`).
     pub fn detect(w: &Weights) -> Result<SrvggConfig, ModelError> {
         let path = w.path().display().to_string();
-        let bad = |msg: String| ModelError::Inconsistent { path: path.clone(), arch: ARCH, msg };
+        let bad = |msg: String| ModelError::Inconsistent {
+            path: path.clone(),
+            arch: ARCH,
+            msg,
+        };
         let first = shape_of(w, "body.0.weight")?;
         let [num_feat, in_ch, 3, 3] = first[..] else {
-            return Err(bad(format!("body.0.weight has shape {first:?}, expected [nf, in, 3, 3]")));
+            return Err(bad(format!(
+                "body.0.weight has shape {first:?}, expected [nf, in, 3, 3]"
+            )));
         };
         let mut convs = 0;
         while w.contains(&format!("body.{}.weight", 2 * convs)) {
             convs += 1;
         }
         if convs < 2 {
-            return Err(bad(format!("{convs} conv(s) found; need at least the first and the last")));
+            return Err(bad(format!(
+                "{convs} conv(s) found; need at least the first and the last"
+            )));
         }
         // Only PReLU has parameters, so a checkpoint without `body.1.weight`
         // used relu/lrelu and the slope cannot be known from the weights.
         for k in 0..convs - 1 {
             let name = format!("body.{}.weight", 2 * k + 1);
             if shape_of(w, &name)? != [num_feat] {
-                return Err(bad(format!("'{name}' is not a PReLU slope vector of {num_feat}")));
+                return Err(bad(format!(
+                    "'{name}' is not a PReLU slope vector of {num_feat}"
+                )));
             }
         }
         let last = shape_of(w, &format!("body.{}.weight", 2 * (convs - 1)))?;
         let out_ch = in_ch;
         let s2 = last[0] / out_ch;
-        let scale = (1..=8).find(|s| s * s == s2 && s2 * out_ch == last[0]).ok_or_else(|| {
-            bad(format!("last conv has {} outputs, not {out_ch} * scale^2", last[0]))
-        })?;
-        Ok(SrvggConfig { in_ch, out_ch, num_feat, num_conv: convs - 2, scale })
+        let scale = (1..=8)
+            .find(|s| s * s == s2 && s2 * out_ch == last[0])
+            .ok_or_else(|| {
+                bad(format!(
+                    "last conv has {} outputs, not {out_ch} * scale^2",
+                    last[0]
+                ))
+            })?;
+        Ok(SrvggConfig {
+            in_ch,
+            out_ch,
+            num_feat,
+            num_conv: convs - 2,
+            scale,
+        })
     }
 
     pub fn largest_tensor_elems(&self, h: usize, w: usize) -> usize {
@@ -87,7 +108,12 @@ pub struct SrvggNet {
 }
 
 impl SrvggNet {
-    pub fn load(w: &Weights, cfg: &SrvggConfig, gpu: &Gpu, dtype: DType) -> Result<SrvggNet, ModelError> {
+    pub fn load(
+        w: &Weights,
+        cfg: &SrvggConfig,
+        gpu: &Gpu,
+        dtype: DType,
+    ) -> Result<SrvggNet, ModelError> {
         let nf = cfg.num_feat;
         let body = (0..=cfg.num_conv)
             .map(|k| {
@@ -98,8 +124,20 @@ impl SrvggNet {
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         let s2 = cfg.scale * cfg.scale;
-        let last = load_conv3x3(w, gpu, &format!("body.{}", 2 * (cfg.num_conv + 1)), nf, cfg.out_ch * s2, dtype)?;
-        Ok(SrvggNet { cfg: cfg.clone(), dtype, body, last })
+        let last = load_conv3x3(
+            w,
+            gpu,
+            &format!("body.{}", 2 * (cfg.num_conv + 1)),
+            nf,
+            cfg.out_ch * s2,
+            dtype,
+        )?;
+        Ok(SrvggNet {
+            cfg: cfg.clone(),
+            dtype,
+            body,
+            last,
+        })
     }
 
     pub fn config(&self) -> &SrvggConfig {
@@ -124,14 +162,20 @@ impl SrvggNet {
             feat = conv.forward(&feat, &Epilogue::prelu(slopes))?;
         }
         let base = pixel_unshuffle(&upsample_nearest(x, h * s, w * s)?, s)?;
-        let y = self.last.forward(&feat, &Epilogue::default().residual(&base, 1.0, 1.0))?;
+        let y = self
+            .last
+            .forward(&feat, &Epilogue::default().residual(&base, 1.0, 1.0))?;
         Ok(pixel_shuffle(&y, s)?)
     }
 
     fn bad_input(&self, x: &Tensor) -> ModelError {
         ModelError::BadInput {
             arch: ARCH,
-            msg: format!("input {:?}: expected [1, {}, H, W]", x.shape(), self.cfg.in_ch),
+            msg: format!(
+                "input {:?}: expected [1, {}, H, W]",
+                x.shape(),
+                self.cfg.in_ch
+            ),
         }
     }
 }
