@@ -100,8 +100,7 @@ fn run_upscale(a: UpscaleArgs, models_dir: &Path) -> anyhow::Result<()> {
         b.finish_and_clear();
     }
     tracing::info!(secs = start.elapsed().as_secs_f64(), "upscaled");
-    out.save(&a.output)
-        .with_context(|| format!("writing {}", a.output.display()))?;
+    save(&out, &a.output)?;
     eprintln!(
         "{} ({}x{}) -> {} ({}x{}) in {:.2}s",
         a.input.display(),

@@ -63,16 +63,21 @@ impl EsrganConfig {
 /// A loaded upscaler of either architecture.
 #[derive(Debug)]
 pub enum UpscaleModel {
-    Rrdb(RrdbNet),
-    Srvgg(SrvggNet),
+    // Boxed: the nets hold convs (a few hundred bytes each) inline.
+    Rrdb(Box<RrdbNet>),
+    Srvgg(Box<SrvggNet>),
 }
 
 impl UpscaleModel {
     /// Detects the architecture and uploads the weights in `dtype`.
     pub fn load(w: &Weights, gpu: &Gpu, dtype: DType) -> Result<UpscaleModel, ModelError> {
         Ok(match EsrganConfig::detect(w)? {
-            EsrganConfig::Rrdb(c) => UpscaleModel::Rrdb(RrdbNet::load(w, &c, gpu, dtype)?),
-            EsrganConfig::Srvgg(c) => UpscaleModel::Srvgg(SrvggNet::load(w, &c, gpu, dtype)?),
+            EsrganConfig::Rrdb(c) => {
+                UpscaleModel::Rrdb(Box::new(RrdbNet::load(w, &c, gpu, dtype)?))
+            }
+            EsrganConfig::Srvgg(c) => {
+                UpscaleModel::Srvgg(Box::new(SrvggNet::load(w, &c, gpu, dtype)?))
+            }
         })
     }
 
