@@ -2,5 +2,9 @@
 //! the job queue, storage, tenants and the plugin host, plus the `easel` CLI.
 
 pub mod cli;
+pub mod imageio;
+pub mod import;
+pub mod models;
 pub mod server;
+pub mod testing;
 pub mod weights;
