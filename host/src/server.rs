@@ -15,8 +15,11 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn serve(listen: &str, data_dir: &Path, _models_dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     eprintln!("easel listening on http://{}", listener.local_addr()?);
     axum::serve(listener, router())
