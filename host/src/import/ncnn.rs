@@ -287,7 +287,7 @@ fn name_rrdbnet(items: Vec<Item>) -> Result<Vec<ImportedTensor>, String> {
             Item::Act => None,
         })
         .collect::<Result<_, _>>()?;
-    if convs.len() < 21 || (convs.len() - 6) % 15 != 0 {
+    if convs.len() < 21 || !(convs.len() - 6).is_multiple_of(15) {
         return Err(format!(
             "{} convolutions do not fit RRDBNet (6 + 15 per block)",
             convs.len()

@@ -267,7 +267,7 @@ impl<F: FnMut(Value) -> Result<Value, String>> Vm<'_, F> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err("odd number of dict items"));
         }
         let Value::Dict(d) = self.top()?.clone() else {
