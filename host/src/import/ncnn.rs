@@ -409,4 +409,53 @@ mod tests {
                 .contains("mismatched pair")
         );
     }
+
+    /// A one-block RRDBNet graph (fp32 weights, tag 0): convs are named in
+    /// order and each weight lands on its module.
+    #[test]
+    fn rrdbnet_graph_is_named_in_module_order() {
+        let (f, g) = (4usize, 2usize);
+        let mut shapes = vec![(f, 3)];
+        for _ in 0..3 {
+            for c in 1..=5 {
+                shapes.push((if c == 5 { f } else { g }, f + (c - 1) * g));
+            }
+        }
+        shapes.extend([(f, f); 4]);
+        shapes.push((3, f));
+        let mut param = format!(
+            "7767517\n{} 1\nInput in 0 1 data\nConcat cat 2 1 a b c\n",
+            shapes.len() + 2
+        );
+        let mut bin = Vec::new();
+        for (i, &(o, inp)) in shapes.iter().enumerate() {
+            param += &format!(
+                "Convolution conv{i} 1 1 a b 0={o} 1=3 5=1 6={} 9=2\n",
+                o * inp * 9
+            );
+            bin.extend(0u32.to_le_bytes());
+            bin.extend((0..o * inp * 9).flat_map(|_| (i as f32).to_le_bytes()));
+            bin.extend((0..o).flat_map(|_| (-(i as f32)).to_le_bytes()));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.param"), param).unwrap();
+        std::fs::write(dir.path().join("m.bin"), bin).unwrap();
+        let t = read_ncnn(&dir.path().join("m.param"), &dir.path().join("m.bin")).unwrap();
+        let first = |name: &str| {
+            let t = t
+                .iter()
+                .find(|t| t.name == name)
+                .unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(t.dtype, Dtype::F32);
+            bytemuck::pod_collect_to_vec::<u8, f32>(&t.data)[0]
+        };
+        assert_eq!(first("conv_first.weight"), 0.0);
+        assert_eq!(first("body.0.rdb1.conv1.weight"), 1.0);
+        assert_eq!(first("body.0.rdb2.conv3.weight"), 8.0);
+        assert_eq!(first("body.0.rdb3.conv5.weight"), 15.0);
+        assert_eq!(first("conv_body.weight"), 16.0);
+        assert_eq!(first("conv_hr.bias"), -19.0);
+        assert_eq!(first("conv_last.weight"), 20.0);
+        assert_eq!(t.len(), 42);
+    }
 }
