@@ -104,6 +104,11 @@ fn pth_legacy_round_trip_matches_pytorch() {
 }
 
 #[test]
+fn pth_bare_state_dict_with_module_prefix() {
+    assert_matches_expected(pth::read_pth(&fixtures_dir().join("tiny_srvgg_bare.pth")).unwrap());
+}
+
+#[test]
 fn pth_import_writes_weights_and_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let opts = ImportOptions {
