@@ -4,4 +4,6 @@
 pub mod epilogue;
 
 pub use epilogue::{Activation, Epilogue};
+pub mod attention;
+pub mod matmul;
 pub mod unary;
