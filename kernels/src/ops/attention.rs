@@ -21,6 +21,9 @@ struct Params {
     mask_bs: u32,
     mask_hs: u32,
     scale: f32,
+    kn: u32,
+    vn: u32,
+    _pad: [u32; 2],
 }
 
 /// Queries per workgroup (`BQ` in the shader).
@@ -104,6 +107,18 @@ pub fn attention(
         },
     };
     let gpu = q.gpu();
+    // lavapipe ends every loop of an invocation after 65535 iterations in
+    // total (silently); a key costs 1 + D/16 + Dv/16 of them here.
+    let iters = lk * (1 + d.div_ceil(16) + 2 * dv.div_ceil(16));
+    if gpu.class() == crate::AdapterClass::Cpu && iters > 60_000 {
+        return Err(KernelError::Unsupported {
+            op: OP,
+            what: format!(
+                "Lk={lk} with D={d}, Dv={dv} on a CPU adapter (its loop limit allows about {} keys)",
+                60_000 / (1 + d.div_ceil(16) + 2 * dv.div_ceil(16))
+            ),
+        });
+    }
     let out = Tensor::empty_for(gpu, OP, &[b, h, lq, dv], dtype)?;
     let tiles_q = lq.div_ceil(BQ);
     let params = Params {
@@ -115,9 +130,10 @@ pub fn attention(
         mask_bs: mask_bs as u32,
         mask_hs: mask_hs as u32,
         scale: scale.unwrap_or(1.0 / (d as f32).sqrt()),
+        kn: k.numel() as u32,
+        vn: v.numel() as u32,
+        _pad: [0; 2],
     };
-    // Keys per tile: K and V tiles together stay within 16 KiB of shared memory.
-    let bkv = (4096 / (d + dv)).clamp(4, 32);
     const BINDINGS: &[Access] = &[
         Access::Read,
         Access::Read,
@@ -128,7 +144,6 @@ pub fn attention(
     let kernel = crate::Kernel::new(OP, include_str!("attention.wgsl"), dtype, BINDINGS)
         .define("D", format!("{d}u"))
         .define("DV", format!("{dv}u"))
-        .define("BKV", format!("{bkv}u"))
         .define("HAS_MASK", mask.is_some())
         .define("CAUSAL", causal);
     let pairs = (b * h * lq * lk) as f64;
@@ -316,6 +331,8 @@ mod tests {
             run(dtype, (1, 1, 70, 45, 256, 256), None, false, None);
             run(dtype, (1, 1, 33, 65, 1, 3), None, true, None);
             run(dtype, (1, 2, 20, 31, 128, 64), None, false, None);
+            // Many keys with wide heads (lavapipe once miscompiled this).
+            run(dtype, (1, 1, 64, 600, 64, 64), None, false, None);
         }
     }
 
@@ -364,5 +381,12 @@ mod tests {
             attention(&t(&[1, 0, 5, 8]), &k, &v, None, false, None),
             Err(KernelError::Empty { .. })
         ));
+        if gpu.class() == crate::AdapterClass::Cpu {
+            let long = t(&[1, 1, 8000, 64]);
+            assert!(matches!(
+                attention(&t(&[1, 1, 1, 64]), &long, &long, None, false, None),
+                Err(KernelError::Unsupported { .. })
+            ));
+        }
     }
 }

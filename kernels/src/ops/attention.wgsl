@@ -4,8 +4,11 @@
 // Lq x Lk score matrix never exists.
 //
 // One workgroup = BQ queries of one (batch, head); one invocation = one query.
-// The K/V tile in shared memory is read by all BQ queries (one global read
-// per BQ queries). Constants: D, DV (head dims), BKV (keys per tile),
+// All invocations of a workgroup read the same key at the same time, so K/V
+// reads are broadcast from cache. There is deliberately no shared-memory
+// staging: with barriers, lavapipe miscompiled the large per-invocation
+// accumulators once a row spanned ~20 tiles (wrong outputs at D=Dv=64,
+// Lk=600). Constants: D, DV (head dims), BKV (keys per rescale step),
 // HAS_MASK, CAUSAL.
 
 struct Params {
@@ -17,6 +20,10 @@ struct Params {
     mask_bs: u32,   // mask strides for batch and head (0 = broadcast)
     mask_hs: u32,
     scale: f32,
+    kn: u32,        // elements of k and v (clamp bound for padded reads)
+    vn: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,75 +36,84 @@ struct Params {
 const BQ = 64u;
 // Finite stand-in for -inf: exp(MASKED - m) is exactly 0 and never NaN.
 const MASKED = -3.0e38;
+// Head dims in blocks of 16 floats: each loop iteration handles a block.
+// lavapipe stops every loop of an invocation after 65535 iterations in
+// total, so a key must cost few iterations (1 + DQ + DVQ here).
+const DQ = (D + 15u) / 16u;
+const DVQ = (DV + 15u) / 16u;
 
-var<workgroup> ks: array<f32, BKV * D>;
-var<workgroup> vs: array<f32, BKV * DV>;
-var<private> qv: array<f32, D>;
-var<private> o: array<f32, DV>;
+var<private> qv: array<vec4<f32>, DQ * 4u>;   // zero-padded past D
+var<private> o: array<vec4<f32>, DVQ * 4u>;   // lanes past DV are never stored
+
+// Four consecutive elements; reads past D (or the buffer) meet zero q lanes
+// or unstored o lanes, and the clamp keeps them in bounds.
+fn ldk(i: u32) -> vec4<f32> {
+    let e = p.kn - 1u;
+    return vec4<f32>(f32(k[min(i, e)]), f32(k[min(i + 1u, e)]), f32(k[min(i + 2u, e)]), f32(k[min(i + 3u, e)]));
+}
+fn ldv(i: u32) -> vec4<f32> {
+    let e = p.vn - 1u;
+    return vec4<f32>(f32(v[min(i, e)]), f32(v[min(i + 1u, e)]), f32(v[min(i + 2u, e)]), f32(v[min(i + 3u, e)]));
+}
 
 @compute @workgroup_size(BQ)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let w = wid.x + wid.y * nwg.x;
     let bh = w / p.tiles_q;
-    // Uniform per workgroup, so the barriers below stay in uniform control flow.
-    if bh >= p.bh { return; }
-    let q0 = (w % p.tiles_q) * BQ;
-    let i = q0 + lid;
-    let live = i < p.lq;
-    let ic = min(i, p.lq - 1u);
-    let qoff = (bh * p.lq + ic) * D;
-    for (var d = 0u; d < D; d++) { qv[d] = f32(q[qoff + d]) * p.scale; }
-    for (var d = 0u; d < DV; d++) { o[d] = 0.0; }
-    let moff = (bh / p.heads) * p.mask_bs + (bh % p.heads) * p.mask_hs + ic * p.lk;
+    let i = (w % p.tiles_q) * BQ + lid;
+    if bh >= p.bh || i >= p.lq { return; }
+    let qoff = (bh * p.lq + i) * D;
+    for (var c = 0u; c < DQ * 4u; c++) {
+        var x = vec4<f32>(0.0);
+        for (var t = 0u; t < 4u; t++) {
+            let d = c * 4u + t;
+            if d < D { x[t] = f32(q[qoff + d]) * p.scale; }
+        }
+        qv[c] = x;
+    }
+    for (var c = 0u; c < DVQ * 4u; c++) { o[c] = vec4<f32>(0.0); }
+    let moff = (bh / p.heads) * p.mask_bs + (bh % p.heads) * p.mask_hs + i * p.lk;
     var m = -1.0e30;
     var l = 0.0;
-    // Causal (top-left, j > i masked): no query of this workgroup sees keys
-    // past its last row, so stop there.
+    // Causal (top-left): keys j > i are masked, so stop after key i.
     var kend = p.lk;
-    if CAUSAL { kend = min(p.lk, q0 + BQ); }
+    if CAUSAL { kend = min(p.lk, i + 1u); }
+    let kbase = bh * p.lk;
 
-    for (var j0 = 0u; j0 < kend; j0 += BKV) {
-        for (var e = lid; e < BKV * D; e += BQ) {
-            let j = j0 + e / D;
-            let x = f32(k[(bh * p.lk + min(j, p.lk - 1u)) * D + e % D]);
-            ks[e] = select(0.0, x, j < p.lk);
+    for (var j = 0u; j < kend; j++) {
+        let koff = (kbase + j) * D;
+        var d4 = vec4<f32>(0.0);
+        for (var c = 0u; c < DQ; c++) {
+            let b = koff + c * 16u;
+            d4 = fma(qv[4u * c], ldk(b), d4);
+            d4 = fma(qv[4u * c + 1u], ldk(b + 4u), d4);
+            d4 = fma(qv[4u * c + 2u], ldk(b + 8u), d4);
+            d4 = fma(qv[4u * c + 3u], ldk(b + 12u), d4);
         }
-        for (var e = lid; e < BKV * DV; e += BQ) {
-            let j = j0 + e / DV;
-            let x = f32(v[(bh * p.lk + min(j, p.lk - 1u)) * DV + e % DV]);
-            vs[e] = select(0.0, x, j < p.lk);
+        var s = d4.x + d4.y + d4.z + d4.w;
+        if HAS_MASK { s += f32(mask[moff + j]); }
+        s = max(s, MASKED);
+        // Online softmax: rescale the running sums only when the max grows.
+        if s > m {
+            let corr = exp(m - s);
+            l *= corr;
+            for (var c = 0u; c < DVQ * 4u; c++) { o[c] *= corr; }
+            m = s;
         }
-        workgroupBarrier();
-        var s: array<f32, BKV>;
-        var smax = MASKED;
-        for (var jj = 0u; jj < BKV; jj++) {
-            let j = j0 + jj;
-            var dot = 0.0;
-            for (var d = 0u; d < D; d++) { dot = fma(qv[d], ks[jj * D + d], dot); }
-            if HAS_MASK { dot += f32(mask[moff + min(j, p.lk - 1u)]); }
-            var dead = j >= p.lk;
-            if CAUSAL { dead = dead || j > i; }
-            s[jj] = select(dot, MASKED, dead);
-            smax = max(smax, s[jj]);
+        let pj = exp(s - m);
+        l += pj;
+        let voff = (kbase + j) * DV;
+        for (var c = 0u; c < DVQ; c++) {
+            let b = voff + c * 16u;
+            o[4u * c] = fma(vec4<f32>(pj), ldv(b), o[4u * c]);
+            o[4u * c + 1u] = fma(vec4<f32>(pj), ldv(b + 4u), o[4u * c + 1u]);
+            o[4u * c + 2u] = fma(vec4<f32>(pj), ldv(b + 8u), o[4u * c + 2u]);
+            o[4u * c + 3u] = fma(vec4<f32>(pj), ldv(b + 12u), o[4u * c + 3u]);
         }
-        // One rescale of the running sums per tile, not per key.
-        let mn = max(m, smax);
-        let corr = exp(m - mn);
-        l *= corr;
-        for (var d = 0u; d < DV; d++) { o[d] *= corr; }
-        for (var jj = 0u; jj < BKV; jj++) {
-            let pj = exp(s[jj] - mn);
-            l += pj;
-            for (var d = 0u; d < DV; d++) { o[d] = fma(pj, vs[jj * DV + d], o[d]); }
-        }
-        m = mn;
-        workgroupBarrier();
     }
-    if live {
-        // A row whose every key is masked has l == 0: write zeros, not NaN.
-        let inv = select(0.0, 1.0 / l, l > 0.0);
-        let ooff = (bh * p.lq + i) * DV;
-        for (var d = 0u; d < DV; d++) { out[ooff + d] = T(o[d] * inv); }
-    }
+    // A row whose every key is masked has l == 0: write zeros, not NaN.
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let ooff = (bh * p.lq + i) * DV;
+    for (var d = 0u; d < DV; d++) { out[ooff + d] = T(o[d / 4u][d % 4u] * inv); }
 }

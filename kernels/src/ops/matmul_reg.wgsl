@@ -15,6 +15,25 @@
 const RBM = SGM * 16u;
 const RBN = SGN * 64u;
 
+// A(rows r0..r0+3, k) of this lane, zero when k is past K.
+fn ld_a(ao: array<u32, 16>, r0: u32, ko: u32, ok: bool) -> vec4<f32> {
+    let v = vec4<f32>(f32(a[ao[r0] + ko]), f32(a[ao[r0 + 1u] + ko]),
+                      f32(a[ao[r0 + 2u] + ko]), f32(a[ao[r0 + 3u] + ko]));
+    return select(vec4<f32>(0.0), v, ok);
+}
+
+// Rows 4 at a time: acc[i + 2t] += x[t] * lo, acc[i + 2t + 1] += x[t] * hi.
+fn fma4(acc: ptr<function, array<vec4<f32>, 32>>, i: u32, x: vec4<f32>, lo: vec4<f32>, hi: vec4<f32>) {
+    (*acc)[i] = fma(vec4<f32>(x.x), lo, (*acc)[i]);
+    (*acc)[i + 1u] = fma(vec4<f32>(x.x), hi, (*acc)[i + 1u]);
+    (*acc)[i + 2u] = fma(vec4<f32>(x.y), lo, (*acc)[i + 2u]);
+    (*acc)[i + 3u] = fma(vec4<f32>(x.y), hi, (*acc)[i + 3u]);
+    (*acc)[i + 4u] = fma(vec4<f32>(x.z), lo, (*acc)[i + 4u]);
+    (*acc)[i + 5u] = fma(vec4<f32>(x.z), hi, (*acc)[i + 5u]);
+    (*acc)[i + 6u] = fma(vec4<f32>(x.w), lo, (*acc)[i + 6u]);
+    (*acc)[i + 7u] = fma(vec4<f32>(x.w), hi, (*acc)[i + 7u]);
+}
+
 @compute @workgroup_size(64)
 fn main_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32,
@@ -45,28 +64,18 @@ fn main_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         let ka = k0 + lane;
         let ok = ka < p.k;
         let ko = min(ka, kl) * p.sak;
-        var av: array<vec4<f32>, 4>;
-        for (var q = 0u; q < 4u; q++) {
-            let v = vec4<f32>(f32(a[ao[4u * q] + ko]), f32(a[ao[4u * q + 1u] + ko]),
-                              f32(a[ao[4u * q + 2u] + ko]), f32(a[ao[4u * q + 3u] + ko]));
-            av[q] = select(vec4<f32>(0.0), v, ok);
-        }
+        // Written out, not looped: lavapipe ends an invocation's loops after
+        // 65535 iterations in total, so the per-chunk loop count stays at 9.
+        let av = array<vec4<f32>, 4>(ld_a(ao, 0u, ko, ok), ld_a(ao, 4u, ko, ok),
+                                     ld_a(ao, 8u, ko, ok), ld_a(ao, 12u, ko, ok));
         for (var kk = 0u; kk < 8u; kk++) {
             let kb = min(k0 + kk, kl) * p.sbk;
             let lo = vec4<f32>(f32(b[bo[0] + kb]), f32(b[bo[1] + kb]), f32(b[bo[2] + kb]), f32(b[bo[3] + kb]));
             let hi = vec4<f32>(f32(b[bo[4] + kb]), f32(b[bo[5] + kb]), f32(b[bo[6] + kb]), f32(b[bo[7] + kb]));
-            for (var q = 0u; q < 4u; q++) {
-                // Lane kk's A values for k0 + kk, rows 4q..4q+3.
-                let x = subgroupShuffle(av[q], kk);
-                acc[8u * q] = fma(vec4<f32>(x.x), lo, acc[8u * q]);
-                acc[8u * q + 1u] = fma(vec4<f32>(x.x), hi, acc[8u * q + 1u]);
-                acc[8u * q + 2u] = fma(vec4<f32>(x.y), lo, acc[8u * q + 2u]);
-                acc[8u * q + 3u] = fma(vec4<f32>(x.y), hi, acc[8u * q + 3u]);
-                acc[8u * q + 4u] = fma(vec4<f32>(x.z), lo, acc[8u * q + 4u]);
-                acc[8u * q + 5u] = fma(vec4<f32>(x.z), hi, acc[8u * q + 5u]);
-                acc[8u * q + 6u] = fma(vec4<f32>(x.w), lo, acc[8u * q + 6u]);
-                acc[8u * q + 7u] = fma(vec4<f32>(x.w), hi, acc[8u * q + 7u]);
-            }
+            fma4(&acc, 0u, subgroupShuffle(av[0], kk), lo, hi);
+            fma4(&acc, 8u, subgroupShuffle(av[1], kk), lo, hi);
+            fma4(&acc, 16u, subgroupShuffle(av[2], kk), lo, hi);
+            fma4(&acc, 24u, subgroupShuffle(av[3], kk), lo, hi);
         }
     }
     for (var r = 0u; r < 16u; r++) {
