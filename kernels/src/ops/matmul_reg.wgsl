@@ -15,23 +15,51 @@
 const RBM = SGM * 16u;
 const RBN = SGN * 64u;
 
-// A(rows r0..r0+3, k) of this lane, zero when k is past K.
-fn ld_a(ao: array<u32, 16>, r0: u32, ko: u32, ok: bool) -> vec4<f32> {
-    let v = vec4<f32>(f32(a[ao[r0] + ko]), f32(a[ao[r0 + 1u] + ko]),
-                      f32(a[ao[r0 + 2u] + ko]), f32(a[ao[r0 + 3u] + ko]));
-    return select(vec4<f32>(0.0), v, ok);
+// Rows 4q..4q+3 of this lane x its columns 0..3 (L) or 4..7 (H), as a
+// matrix whose column t is row 4q+t: plain values, no arrays, because
+// llvmpipe turns dynamically indexed arrays into per-lane memory traffic.
+fn store_rows(bi: u32, row0: u32, col0: u32, lane: u32, l: mat4x4<f32>, h: mat4x4<f32>) {
+    for (var t = 0u; t < 4u; t++) {
+        let row = row0 + t;
+        if row >= p.m { return; }
+        for (var c = 0u; c < 4u; c++) {
+            let cl = col0 + c * 8u + lane;
+            let ch = col0 + (c + 4u) * 8u + lane;
+            if cl < p.n { store_out(bi, row, cl, l[t][c]); }
+            if ch < p.n { store_out(bi, row, ch, h[t][c]); }
+        }
+    }
 }
 
-// Rows 4 at a time: acc[i + 2t] += x[t] * lo, acc[i + 2t + 1] += x[t] * hi.
-fn fma4(acc: ptr<function, array<vec4<f32>, 32>>, i: u32, x: vec4<f32>, lo: vec4<f32>, hi: vec4<f32>) {
-    (*acc)[i] = fma(vec4<f32>(x.x), lo, (*acc)[i]);
-    (*acc)[i + 1u] = fma(vec4<f32>(x.x), hi, (*acc)[i + 1u]);
-    (*acc)[i + 2u] = fma(vec4<f32>(x.y), lo, (*acc)[i + 2u]);
-    (*acc)[i + 3u] = fma(vec4<f32>(x.y), hi, (*acc)[i + 3u]);
-    (*acc)[i + 4u] = fma(vec4<f32>(x.z), lo, (*acc)[i + 4u]);
-    (*acc)[i + 5u] = fma(vec4<f32>(x.z), hi, (*acc)[i + 5u]);
-    (*acc)[i + 6u] = fma(vec4<f32>(x.w), lo, (*acc)[i + 6u]);
-    (*acc)[i + 7u] = fma(vec4<f32>(x.w), hi, (*acc)[i + 7u]);
+// Accumulators (see store_rows); private so step() can update them.
+var<private> l0: mat4x4<f32>;
+var<private> l1: mat4x4<f32>;
+var<private> l2: mat4x4<f32>;
+var<private> l3: mat4x4<f32>;
+var<private> h0: mat4x4<f32>;
+var<private> h1: mat4x4<f32>;
+var<private> h2: mat4x4<f32>;
+var<private> h3: mat4x4<f32>;
+var<private> bl: vec4<u32>;
+var<private> bh: vec4<u32>;
+
+// One k: this lane's 8 B values (at k offset kb) times the 16 A values y.
+fn step(kb: u32, y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>) {
+    let lo = vec4<f32>(f32(b[bl.x + kb]), f32(b[bl.y + kb]), f32(b[bl.z + kb]), f32(b[bl.w + kb]));
+    let hi = vec4<f32>(f32(b[bh.x + kb]), f32(b[bh.y + kb]), f32(b[bh.z + kb]), f32(b[bh.w + kb]));
+    l0 += mat4x4<f32>(lo * y0.x, lo * y0.y, lo * y0.z, lo * y0.w);
+    h0 += mat4x4<f32>(hi * y0.x, hi * y0.y, hi * y0.z, hi * y0.w);
+    l1 += mat4x4<f32>(lo * y1.x, lo * y1.y, lo * y1.z, lo * y1.w);
+    h1 += mat4x4<f32>(hi * y1.x, hi * y1.y, hi * y1.z, hi * y1.w);
+    l2 += mat4x4<f32>(lo * y2.x, lo * y2.y, lo * y2.z, lo * y2.w);
+    h2 += mat4x4<f32>(hi * y2.x, hi * y2.y, hi * y2.z, hi * y2.w);
+    l3 += mat4x4<f32>(lo * y3.x, lo * y3.y, lo * y3.z, lo * y3.w);
+    h3 += mat4x4<f32>(hi * y3.x, hi * y3.y, hi * y3.z, hi * y3.w);
+}
+
+fn ld_a(a0: vec4<u32>, ko: u32, ok: bool) -> vec4<f32> {
+    let v = vec4<f32>(f32(a[a0.x + ko]), f32(a[a0.y + ko]), f32(a[a0.z + ko]), f32(a[a0.w + ko]));
+    return select(vec4<f32>(0.0), v, ok);
 }
 
 @compute @workgroup_size(64)
@@ -45,18 +73,18 @@ fn main_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let col0 = tile.z * RBN + (sg % SGN) * 64u;
     let a0 = tile.x * p.a_bs;
     let b0 = tile.x * p.b_bs;
-    // Out-of-range rows/columns read a clamped (valid) address; store skips them.
-    var bo: array<u32, 8>;   // offsets of this lane's 8 columns in b
-    for (var c = 0u; c < 8u; c++) {
-        bo[c] = b0 + min(col0 + c * 8u + lane, p.n - 1u) * p.sbn;
-    }
-    var ao: array<u32, 16>;
-    for (var r = 0u; r < 16u; r++) {
-        ao[r] = a0 + min(row0 + r, p.m - 1u) * p.sam;
-    }
-    // Row r of this lane: acc[2r] holds columns c0..c3, acc[2r + 1] c4..c7.
-    var acc: array<vec4<f32>, 32>;
-    for (var i = 0u; i < 32u; i++) { acc[i] = vec4<f32>(0.0); }
+    // Offsets of this lane's 8 columns of b and 16 rows of a. Out-of-range
+    // rows/columns read a clamped (valid) address; the store skips them.
+    let cb = vec4<u32>(col0 + lane) + vec4<u32>(0u, 8u, 16u, 24u);
+    let nl = vec4<u32>(p.n - 1u);
+    bl = vec4<u32>(b0) + min(cb, nl) * p.sbn;
+    bh = vec4<u32>(b0) + min(cb + vec4<u32>(32u), nl) * p.sbn;
+    let rb = vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let ml = vec4<u32>(p.m - 1u);
+    let ar0 = vec4<u32>(a0) + min(rb, ml) * p.sam;
+    let ar1 = vec4<u32>(a0) + min(rb + vec4<u32>(4u), ml) * p.sam;
+    let ar2 = vec4<u32>(a0) + min(rb + vec4<u32>(8u), ml) * p.sam;
+    let ar3 = vec4<u32>(a0) + min(rb + vec4<u32>(12u), ml) * p.sam;
 
     let kl = p.k - 1u;
     for (var k0 = 0u; k0 < p.k; k0 += 8u) {
@@ -64,27 +92,32 @@ fn main_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         let ka = k0 + lane;
         let ok = ka < p.k;
         let ko = min(ka, kl) * p.sak;
-        // Written out, not looped: lavapipe ends an invocation's loops after
-        // 65535 iterations in total, so the per-chunk loop count stays at 9.
-        let av = array<vec4<f32>, 4>(ld_a(ao, 0u, ko, ok), ld_a(ao, 4u, ko, ok),
-                                     ld_a(ao, 8u, ko, ok), ld_a(ao, 12u, ko, ok));
-        for (var kk = 0u; kk < 8u; kk++) {
-            let kb = min(k0 + kk, kl) * p.sbk;
-            let lo = vec4<f32>(f32(b[bo[0] + kb]), f32(b[bo[1] + kb]), f32(b[bo[2] + kb]), f32(b[bo[3] + kb]));
-            let hi = vec4<f32>(f32(b[bo[4] + kb]), f32(b[bo[5] + kb]), f32(b[bo[6] + kb]), f32(b[bo[7] + kb]));
-            fma4(&acc, 0u, subgroupShuffle(av[0], kk), lo, hi);
-            fma4(&acc, 8u, subgroupShuffle(av[1], kk), lo, hi);
-            fma4(&acc, 16u, subgroupShuffle(av[2], kk), lo, hi);
-            fma4(&acc, 24u, subgroupShuffle(av[3], kk), lo, hi);
-        }
+        let x0 = ld_a(ar0, ko, ok);
+        let x1 = ld_a(ar1, ko, ok);
+        let x2 = ld_a(ar2, ko, ok);
+        let x3 = ld_a(ar3, ko, ok);
+        // subgroupBroadcast needs a constant lane: 8 written-out steps (also
+        // keeps lavapipe's 65535-iterations-per-invocation loop budget: 1
+        // iteration per 8 k).
+        step(min(k0 + 0u, kl) * p.sbk, subgroupBroadcast(x0, 0u), subgroupBroadcast(x1, 0u),
+             subgroupBroadcast(x2, 0u), subgroupBroadcast(x3, 0u));
+        step(min(k0 + 1u, kl) * p.sbk, subgroupBroadcast(x0, 1u), subgroupBroadcast(x1, 1u),
+             subgroupBroadcast(x2, 1u), subgroupBroadcast(x3, 1u));
+        step(min(k0 + 2u, kl) * p.sbk, subgroupBroadcast(x0, 2u), subgroupBroadcast(x1, 2u),
+             subgroupBroadcast(x2, 2u), subgroupBroadcast(x3, 2u));
+        step(min(k0 + 3u, kl) * p.sbk, subgroupBroadcast(x0, 3u), subgroupBroadcast(x1, 3u),
+             subgroupBroadcast(x2, 3u), subgroupBroadcast(x3, 3u));
+        step(min(k0 + 4u, kl) * p.sbk, subgroupBroadcast(x0, 4u), subgroupBroadcast(x1, 4u),
+             subgroupBroadcast(x2, 4u), subgroupBroadcast(x3, 4u));
+        step(min(k0 + 5u, kl) * p.sbk, subgroupBroadcast(x0, 5u), subgroupBroadcast(x1, 5u),
+             subgroupBroadcast(x2, 5u), subgroupBroadcast(x3, 5u));
+        step(min(k0 + 6u, kl) * p.sbk, subgroupBroadcast(x0, 6u), subgroupBroadcast(x1, 6u),
+             subgroupBroadcast(x2, 6u), subgroupBroadcast(x3, 6u));
+        step(min(k0 + 7u, kl) * p.sbk, subgroupBroadcast(x0, 7u), subgroupBroadcast(x1, 7u),
+             subgroupBroadcast(x2, 7u), subgroupBroadcast(x3, 7u));
     }
-    for (var r = 0u; r < 16u; r++) {
-        let row = row0 + r;
-        if row >= p.m { break; }
-        for (var c = 0u; c < 8u; c++) {
-            let col = col0 + c * 8u + lane;
-            let v = select(acc[2u * r][c % 4u], acc[2u * r + 1u][c % 4u], c >= 4u);
-            if col < p.n { store_out(tile.x, row, col, v); }
-        }
-    }
+    store_rows(tile.x, row0, col0, lane, l0, h0);
+    store_rows(tile.x, row0 + 4u, col0, lane, l1, h1);
+    store_rows(tile.x, row0 + 8u, col0, lane, l2, h2);
+    store_rows(tile.x, row0 + 12u, col0, lane, l3, h3);
 }
