@@ -830,7 +830,13 @@ mod tests {
         let Some(gpu) = test_gpu() else { return };
         eprintln!("adapter {:?} caps {:?}", gpu.info().name, gpu.caps());
         for dtype in test_dtypes(&gpu) {
+            let only = std::env::var("GFLOPS_KERNEL")
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             for kernel in kernels(&gpu, dtype) {
+                if !only.is_empty() && format!("{kernel:?}").to_ascii_lowercase() != only {
+                    continue;
+                }
                 let sizes: Vec<usize> = std::env::var("GFLOPS_SIZES")
                     .ok()
                     .map_or(vec![1024, 2048], |v| {
