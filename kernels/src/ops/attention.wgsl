@@ -1,15 +1,12 @@
 // Fused scaled-dot-product attention, flash-attention style: each query keeps
-// a running max m, a running denominator l and an unnormalised output o, and
-// K/V are streamed through shared memory in tiles of BKV keys, so the
-// Lq x Lk score matrix never exists.
+// a running max m, a running denominator l and an unnormalised output o while
+// it streams over the keys, so the Lq x Lk score matrix never exists.
 //
 // One workgroup = BQ queries of one (batch, head); one invocation = one query.
 // All invocations of a workgroup read the same key at the same time, so K/V
-// reads are broadcast from cache. There is deliberately no shared-memory
-// staging: with barriers, lavapipe miscompiled the large per-invocation
-// accumulators once a row spanned ~20 tiles (wrong outputs at D=Dv=64,
-// Lk=600). Constants: D, DV (head dims), BKV (keys per rescale step),
-// HAS_MASK, CAUSAL.
+// reads are broadcast from cache; there is no shared-memory staging (simple,
+// and right for CPU adapters; a tiled GPU variant is future work).
+// Constants: D, DV (head dims), HAS_MASK, CAUSAL.
 
 struct Params {
     bh: u32,        // batch * heads
