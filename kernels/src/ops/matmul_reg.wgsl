@@ -5,10 +5,10 @@
 // subgroup size is exactly 8). Each lane owns 16 rows x 8 columns; a
 // subgroup's lanes share the rows and interleave the columns (col = c*8 +
 // lane) so their B loads are contiguous. A is loaded once per subgroup: for
-// a chunk of 8 k, lane l loads A(rows, k0 + l) and a subgroup shuffle hands
-// each k's column to every lane, an 8x cut in A loads. (subgroupShuffle with
-// a loop index, not subgroupBroadcast's constant lane: 8 unrolled copies of
-// the step took llvmpipe minutes to compile.)
+// a chunk of 8 k, lane l loads A(rows, k0 + l) and subgroupBroadcast hands
+// each k's column to every lane, an 8x cut in A loads. (An earlier version
+// that kept the accumulators in dynamically indexed arrays took llvmpipe
+// minutes to compile and ran 4x slower.)
 // Constants: SGM x SGN subgroups per workgroup (SGM * SGN == 8).
 // Needs matmul.wgsl (Params, bindings, tile_of, store_out) included.
 
