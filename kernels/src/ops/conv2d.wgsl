@@ -1,0 +1,188 @@
+// 2-D convolution, NCHW, PyTorch semantics, with the fused epilogue
+//   y = alpha * act(acc + bias[c]) + beta * residual.
+// Entry points (they share the bindings below; naga only checks binding
+// collisions per entry point, so `w` and `wp` can both sit at binding 2):
+//   generic: one output element per invocation, raw [Cout, Cin/g, KH, KW]
+//            weights; any groups/stride/dilation. The fallback for rare shapes.
+//   tiled:   groups == 1, weights pre-packed by `pack` as
+//            [KH][KW][Cin][CoutP/4] vec4. Each invocation keeps PX pixels x CO
+//            output channels of accumulators in registers. The output-channel
+//            block comes from the workgroup id, so weight loads are uniform
+//            (one scalar load + broadcast on SIMD CPUs like lavapipe, a
+//            broadcast from cache on GPUs); only the input is a per-lane load,
+//            reused for CO FMAs.
+//   pack:    writes the packed weights into `out`.
+// Prelude constants: ACT, HAS_BIAS, HAS_RES (epilogue), REFLECT (pad mode),
+// ALIAS_X (input read from `out`: dense blocks reading a channel prefix of the
+// buffer they write into), and for `tiled`: PX, CO, WG, KH, KW.
+
+struct Params {
+    n: u32, cin_g: u32, h: u32, w: u32,
+    cout: u32, ho: u32, wo: u32, kh: u32,
+    kw: u32, sh: u32, sw: u32, ph: u32,
+    pw: u32, dh: u32, dw: u32, groups: u32,
+    cout_g: u32, x_c: u32, out_c: u32, out_off: u32,
+    slope_n: u32, total: u32, coutp: u32, pix_blocks: u32,
+    alpha: f32, beta: f32, leaky: f32, co_blocks: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read> w: array<T>;
+@group(0) @binding(2) var<storage, read> wp: array<T4>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read> slopes: array<T>;
+@group(0) @binding(5) var<storage, read> res: array<T>;
+@group(0) @binding(6) var<storage, read_write> out: array<T>;
+
+fn load_x(i: u32) -> f32 {
+    if ALIAS_X { return f32(out[i]); }
+    return f32(x[i]);
+}
+
+// Input coordinate for a padded coordinate `c` in [-pad, size - 1 + pad];
+// `ok` is false outside the image for zero padding.
+struct Coord { i: u32, ok: bool }
+fn coord(c: i32, size: u32) -> Coord {
+    let s = i32(size);
+    if REFLECT {
+        // PyTorch 'reflect': pad < size, so one reflection is enough.
+        var r = select(c, -c, c < 0);
+        r = select(r, 2 * (s - 1) - r, r >= s);
+        return Coord(u32(r), true);
+    }
+    let ok = c >= 0 && c < s;
+    return Coord(select(0u, u32(c), ok), ok);
+}
+
+// Writes one finished accumulator for output (n, co, pixel q).
+fn store(acc: f32, n: u32, co: u32, q: u32) {
+    let hwo = p.ho * p.wo;
+    var v = acc;
+    if HAS_BIAS { v += f32(bias[co]); }
+    var s = p.leaky;
+    if ACT == 3u { s = f32(slopes[select(co, 0u, p.slope_n == 1u)]); }
+    v = p.alpha * activate(v, s);
+    if HAS_RES { v += p.beta * f32(res[(n * p.cout + co) * hwo + q]); }
+    out[(n * p.out_c + p.out_off + co) * hwo + q] = T(v);
+}
+
+@compute @workgroup_size(256)
+fn generic(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.total { return; }
+    let hwo = p.ho * p.wo;
+    let q = i % hwo;
+    let co = (i / hwo) % p.cout;
+    let n = i / (hwo * p.cout);
+    let oy = q / p.wo;
+    let ox = q % p.wo;
+    let g = co / p.cout_g;
+    let hw = p.h * p.w;
+    var acc = 0.0;
+    for (var ci = 0u; ci < p.cin_g; ci++) {
+        let xb = (n * p.x_c + g * p.cin_g + ci) * hw;
+        let wb = (co * p.cin_g + ci) * p.kh * p.kw;
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let cy = coord(i32(oy * p.sh + ky * p.dh) - i32(p.ph), p.h);
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let cx = coord(i32(ox * p.sw + kx * p.dw) - i32(p.pw), p.w);
+                if cy.ok && cx.ok {
+                    acc += load_x(xb + cy.i * p.w + cx.i) * f32(w[wb + ky * p.kw + kx]);
+                }
+            }
+        }
+    }
+    store(acc, n, co, q);
+}
+
+// Packs raw weights [Cout, Cin, KH, KW] (x) into [KH][KW][Cin][CoutP] (out),
+// zero-filling the output channels past Cout.
+@compute @workgroup_size(256)
+fn pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.total { return; }
+    let co = i % p.coutp;
+    let ci = (i / p.coutp) % p.cin_g;
+    let t = i / (p.coutp * p.cin_g);
+    let ky = t / p.kw;
+    let kx = t % p.kw;
+    var v = T(0.0);
+    if co < p.cout { v = x[((co * p.cin_g + ci) * p.kh + ky) * p.kw + kx]; }
+    out[i] = v;
+}
+
+const CO4: u32 = CO / 4u;
+
+@compute @workgroup_size(WG)
+fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    // Workgroup order: output-channel block fastest, so neighbouring
+    // workgroups read the same input pixels while they are in cache.
+    let g = wid.x + wid.y * nwg.x;
+    let cb = g % p.co_blocks;
+    let pb = (g / p.co_blocks) % p.pix_blocks;
+    let n = min(g / (p.co_blocks * p.pix_blocks), p.n - 1u);
+    let hwo = p.ho * p.wo;
+    let hw = p.h * p.w;
+    let xb = n * p.x_c * hw;
+
+    // Pixel j of this invocation is q = base + j * WG + lid (consecutive
+    // lanes, consecutive pixels: coalesced on GPUs).
+    var iy0: array<i32, PX>;
+    var ix0: array<i32, PX>;
+    for (var j = 0u; j < PX; j++) {
+        let q = min(pb * WG * PX + j * WG + lid, hwo - 1u);
+        iy0[j] = i32((q / p.wo) * p.sh) - i32(p.ph);
+        ix0[j] = i32((q % p.wo) * p.sw) - i32(p.pw);
+    }
+
+    var acc: array<vec4<f32>, PX * CO4>;
+    for (var k = 0u; k < PX * CO4; k++) { acc[k] = vec4<f32>(0.0); }
+
+    let cin = p.cin_g;
+    let wrow = p.coutp / 4u;
+    for (var ky = 0u; ky < KH; ky++) {
+        for (var kx = 0u; kx < KW; kx++) {
+            var off: array<u32, PX>;
+            var m: array<f32, PX>;
+            for (var j = 0u; j < PX; j++) {
+                let cy = coord(iy0[j] + i32(ky * p.dh), p.h);
+                let cx = coord(ix0[j] + i32(kx * p.dw), p.w);
+                let ok = cy.ok && cx.ok;
+                off[j] = xb + select(0u, cy.i * p.w + cx.i, ok);
+                m[j] = select(0.0, 1.0, ok);
+            }
+            var wi = (ky * KW + kx) * cin * wrow + cb * CO4;
+            var xi = 0u;
+            for (var ci = 0u; ci < cin; ci++) {
+                var xv: array<f32, PX>;
+                for (var j = 0u; j < PX; j++) { xv[j] = load_x(off[j] + xi) * m[j]; }
+                for (var t = 0u; t < CO4; t++) {
+                    let wv = vec4<f32>(wp[wi + t]);
+                    for (var j = 0u; j < PX; j++) {
+                        acc[j * CO4 + t] = fma(vec4<f32>(xv[j]), wv, acc[j * CO4 + t]);
+                    }
+                }
+                wi += wrow;
+                xi += hw;
+            }
+        }
+    }
+
+    if g >= p.co_blocks * p.pix_blocks * p.n { return; }
+    for (var j = 0u; j < PX; j++) {
+        let q = pb * WG * PX + j * WG + lid;
+        if q < hwo {
+            for (var t = 0u; t < CO4; t++) {
+                let a = acc[j * CO4 + t];
+                for (var e = 0u; e < 4u; e++) {
+                    let co = cb * CO + t * 4u + e;
+                    if co < p.cout { store(a[e], n, co, q); }
+                }
+            }
+        }
+    }
+}
