@@ -1,0 +1,3 @@
+//! Importing weights from other formats.
+
+pub mod onnx;

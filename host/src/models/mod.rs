@@ -1,0 +1,3 @@
+//! Model architectures built from the kernels.
+
+pub mod rsu;
