@@ -3,13 +3,19 @@
 //! The trimap is rembg's: definite foreground where the mask is above
 //! `fg_threshold` after an erosion of `erode` px, definite background where
 //! it is below `bg_threshold` after the same erosion, unknown in between.
-//! Inside the unknown band alpha comes from a colour guided filter (He, Sun
-//! and Tang, "Guided Image Filtering", 2010/2013) of the model's soft mask
-//! with the image as the guide: locally `alpha = a . I + b`, the same local
-//! linear colour model closed-form matting (Levin et al. 2008) solves for
-//! globally, but solved per window in O(1) per pixel. Edges therefore follow
-//! the image's colour edges (hair strands, fur) instead of the model's
-//! low-resolution mask.
+//!
+//! In the unknown band alpha is solved from colour, by sampling (in the
+//! spirit of Bayesian / shared-sampling matting, with local means as the
+//! samples): `F` and `B` are the mean colours of the nearest definite
+//! foreground and background pixels (box means at growing radii), and alpha
+//! is the projection of the pixel onto the line between them, `a = (I - B) .
+//! (F - B) / |F - B|^2` — exact for a pixel that is a mix of the two
+//! colours. Where `F` and `B` are too alike to tell apart, the model's soft
+//! mask is kept (blended by `|F - B|^2 / (|F - B|^2 + tau)`). A colour
+//! guided filter (He, Sun and Tang, "Guided Image Filtering") then smooths
+//! the estimate along the image's edges, removing per-pixel noise without
+//! blurring across them. Hair strands and fur get alpha from their colour
+//! instead of the model's low-resolution mask.
 
 use super::filters::{box_mean, erode};
 
@@ -129,6 +135,46 @@ pub fn guided_filter(
         .collect()
 }
 
+/// Colour separability (squared RGB distance in 0..1 units) at which the
+/// colour estimate and the model's mask weigh equally.
+const SEPARABILITY: f32 = 0.01;
+
+/// Mean colour of the `seed` pixels near each pixel: box means at radii
+/// `r0, 4 r0, 16 r0, ...`, each pixel taking the first radius whose window
+/// holds seeds. Returns the colours and whether any seed was found.
+fn seed_colour(
+    guide: &[Vec<f32>; 3],
+    seed: &[bool],
+    w: usize,
+    h: usize,
+    r0: usize,
+) -> ([Vec<f32>; 3], Vec<bool>) {
+    let n = w * h;
+    let mut out: [Vec<f32>; 3] = std::array::from_fn(|_| vec![0.0; n]);
+    let mut found = vec![false; n];
+    let ind: Vec<f32> = seed.iter().map(|&s| s as u8 as f32).collect();
+    let masked: Vec<Vec<f32>> = (0..3)
+        .map(|c| guide[c].iter().zip(&ind).map(|(g, m)| g * m).collect())
+        .collect();
+    let mut r = r0.max(1);
+    loop {
+        let cnt = box_mean(&ind, w, h, r);
+        let sums: Vec<Vec<f32>> = masked.iter().map(|m| box_mean(m, w, h, r)).collect();
+        for i in 0..n {
+            if !found[i] && cnt[i] > 1e-7 {
+                found[i] = true;
+                for c in 0..3 {
+                    out[c][i] = sums[c][i] / cnt[i];
+                }
+            }
+        }
+        if found.iter().all(|&f| f) || r >= w.max(h) {
+            return (out, found);
+        }
+        r *= 4;
+    }
+}
+
 /// Refines `alpha` in the trimap's unknown band; definite regions become
 /// exactly 0 or 1. `rgb` is interleaved 8-bit RGB of the same size.
 pub fn refine(rgb: &[u8], alpha: &[f32], w: usize, h: usize, o: &MattingOptions) -> Vec<f32> {
@@ -146,7 +192,27 @@ pub fn refine(rgb: &[u8], alpha: &[f32], w: usize, h: usize, o: &MattingOptions)
             .map(|&v| v as f32 / 255.0)
             .collect()
     });
-    let q = guided_filter(&guide, alpha, w, h, o.radius, o.eps);
+    let fg_seed: Vec<bool> = tri.iter().map(|&t| t == Trimap::Foreground).collect();
+    let bg_seed: Vec<bool> = tri.iter().map(|&t| t == Trimap::Background).collect();
+    let r0 = o.erode.max(o.radius).max(4);
+    let (f, has_f) = seed_colour(&guide, &fg_seed, w, h, r0);
+    let (b, has_b) = seed_colour(&guide, &bg_seed, w, h, r0);
+    let estimate: Vec<f32> = (0..w * h)
+        .map(|i| match tri[i] {
+            Trimap::Foreground => 1.0,
+            Trimap::Background => 0.0,
+            Trimap::Unknown if has_f[i] && has_b[i] => {
+                let d: [f32; 3] = std::array::from_fn(|c| f[c][i] - b[c][i]);
+                let dd = d.iter().map(|v| v * v).sum::<f32>();
+                let proj =
+                    (0..3).map(|c| (guide[c][i] - b[c][i]) * d[c]).sum::<f32>() / (dd + 1e-6);
+                let conf = dd / (dd + SEPARABILITY);
+                conf * proj.clamp(0.0, 1.0) + (1.0 - conf) * alpha[i]
+            }
+            Trimap::Unknown => alpha[i],
+        })
+        .collect();
+    let q = guided_filter(&guide, &estimate, w, h, o.radius, o.eps);
     tri.iter()
         .zip(q)
         .map(|(&t, v)| match t {
@@ -197,7 +263,7 @@ mod tests {
         }
         let o = MattingOptions {
             erode: 2,
-            radius: 4,
+            radius: 2,
             eps: 1e-4,
             ..Default::default()
         };
@@ -205,18 +271,62 @@ mod tests {
         let row = &a[8 * w..9 * w];
         assert_eq!(row[0], 0.0);
         assert_eq!(row[w - 1], 1.0);
-        // Sharper than the input ramp on both sides of the edge.
+        // Closer to the ideal step at the colour edge than the input ramp.
+        let step = |x: usize| (x >= 20) as u8 as f32;
+        let l1 = |r: &[f32]| (0..w).map(|x| (r[x] - step(x)).abs()).sum::<f32>();
+        let (before, after) = (l1(&alpha[8 * w..9 * w]), l1(row));
+        assert!(after < 0.2 * before, "L1 to the step: {after} vs {before}");
         assert!(
-            row[17] < alpha[8 * w + 17] - 0.15,
-            "{} vs {}",
-            row[17],
-            alpha[8 * w + 17]
+            row.windows(2).all(|p| p[1] >= p[0] - 1e-6),
+            "not monotone: {row:?}"
         );
-        assert!(
-            row[22] > alpha[8 * w + 22] + 0.15,
-            "{} vs {}",
-            row[22],
-            alpha[8 * w + 22]
-        );
+    }
+
+    #[test]
+    fn mixed_pixels_get_their_mixing_ratio() {
+        // Foreground red on the right, background blue on the left, and a
+        // 4-px band of exact 25/50/75% mixes between them; the model mask is
+        // a flat 0.5 across the band (it cannot see the mixes).
+        let (w, h) = (48, 12);
+        let (fgc, bgc) = ([230.0f32, 20.0, 30.0], [10.0f32, 40.0, 200.0]);
+        let mix = |x: usize| match x {
+            0..=21 => 0.0,
+            22 => 0.25,
+            23 => 0.5,
+            24 => 0.75,
+            _ => 1.0,
+        };
+        let mut rgb = vec![0u8; w * h * 3];
+        let mut alpha = vec![0.0f32; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let a = mix(x);
+                for c in 0..3 {
+                    rgb[(y * w + x) * 3 + c] = (a * fgc[c] + (1.0 - a) * bgc[c]).round() as u8;
+                }
+                alpha[y * w + x] = if x < 16 {
+                    0.0
+                } else if x > 30 {
+                    1.0
+                } else {
+                    0.5
+                };
+            }
+        }
+        let o = MattingOptions {
+            erode: 1,
+            radius: 1,
+            eps: 1e-6,
+            ..Default::default()
+        };
+        let a = refine(&rgb, &alpha, w, h, &o);
+        for x in 18..29 {
+            let got = a[6 * w + x];
+            assert!(
+                (got - mix(x)).abs() < 0.03,
+                "x {x}: alpha {got}, mixed at {}",
+                mix(x)
+            );
+        }
     }
 }
