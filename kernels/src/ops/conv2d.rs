@@ -6,6 +6,9 @@
 //! writes into a channel range of an existing tensor, so dense blocks
 //! (RRDB, U2-Net) concatenate without copies.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Result, shape_err};
@@ -22,8 +25,6 @@ const BINDINGS: &[Access] = &[
     Access::Read,
     Access::ReadWrite,
 ];
-/// Packed output channels are padded to this, so every tile's CO divides it.
-const COUT_ALIGN: usize = 16;
 
 /// How the border is padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,7 +103,7 @@ struct Params {
     out_off: u32,
     slope_n: u32,
     total: u32,
-    coutp: u32,
+    cinp: u32,
     pix_blocks: u32,
     alpha: f32,
     beta: f32,
@@ -111,33 +112,89 @@ struct Params {
 }
 
 /// Register tile of the `tiled` kernel: PX pixels x CO output channels per
-/// invocation, WG invocations per workgroup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// invocation, WG invocations per workgroup; `coop`: lanes load weights
+/// together and broadcast them (lavapipe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tile {
     pub px: usize,
     pub co: usize,
     pub wg: usize,
+    pub coop: bool,
 }
 
 impl Tile {
-    /// The tile for an adapter class and output-channel count.
-    pub fn choose(class: AdapterClass, cout: usize) -> Tile {
-        let co = if cout <= 4 {
-            4
-        } else if cout <= 8 {
-            8
-        } else {
-            16
-        };
-        match class {
-            // lavapipe: lanes are SIMD lanes of one CPU thread. Input loads
-            // are per-lane gathers, weight loads are uniform broadcasts, so
-            // reuse each gathered value for many channels but keep the
-            // accumulators within the 32 vector registers (AVX-512VL).
-            AdapterClass::Cpu => Tile { px: 1, co, wg: 64 },
-            _ => Tile { px: 4, co, wg: 64 },
+    /// The tile for this adapter and output-channel count.
+    /// `EASEL_CONV_TILE=px,co` overrides it (for tuning).
+    pub fn choose(gpu: &Gpu, cout: usize) -> Tile {
+        let caps = gpu.caps();
+        let forced = std::env::var("EASEL_CONV_TILE").ok().and_then(|v| {
+            let (a, b) = v.split_once(',')?;
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        });
+        match gpu.class() {
+            // lavapipe: a subgroup is 8 SIMD lanes of one CPU thread and
+            // every storage load with a non-constant address is a per-lane
+            // loop, so loads, not FMAs, set the speed: big tiles (the
+            // accumulators spill to the stack, which is cheaper) and
+            // cooperative weight loads.
+            AdapterClass::Cpu => {
+                let coop =
+                    caps.subgroup && caps.subgroup_min_size == 8 && caps.subgroup_max_size == 8;
+                let co = match cout {
+                    0..=8 => 8,
+                    9..=16 => 16,
+                    _ => 32,
+                };
+                let (px, co) = forced
+                    .filter(|&(p, c): &(usize, usize)| {
+                        p > 0
+                            && (if coop {
+                                [8, 16, 32].contains(&c)
+                            } else {
+                                c % 4 == 0
+                            })
+                    })
+                    .unwrap_or((8, co));
+                Tile {
+                    px,
+                    co,
+                    wg: 64,
+                    coop,
+                }
+            }
+            _ => {
+                let co = if cout <= 4 {
+                    4
+                } else if cout <= 8 {
+                    8
+                } else {
+                    16
+                };
+                let (px, co) = forced
+                    .filter(|&(p, c): &(usize, usize)| p > 0 && [4, 8, 16].contains(&c))
+                    .unwrap_or((4, co));
+                Tile {
+                    px,
+                    co,
+                    wg: 64,
+                    coop: false,
+                }
+            }
         }
     }
+
+    /// Input channels per step of the inner loop (the coop load covers
+    /// 32 weights = CI_STEP rows of CO).
+    fn ci_step(&self) -> usize {
+        if self.coop { 32 / self.co } else { 1 }
+    }
+
+    const GENERIC: Tile = Tile {
+        px: 1,
+        co: 4,
+        wg: 64,
+        coop: false,
+    };
 }
 
 fn dims(t: &Tensor, what: &str) -> Result<[usize; 4]> {
@@ -195,6 +252,7 @@ pub struct Conv2d {
     cin: usize,
     cout: usize,
     k: (usize, usize),
+    tile: Tile,
 }
 
 impl Conv2d {
@@ -226,8 +284,9 @@ impl Conv2d {
                 );
             }
         }
+        let tile = Tile::choose(weight.gpu(), cout);
         let packed = if cfg.groups == 1 {
-            Some(pack(weight, [cout, cin_g, kh, kw])?)
+            Some(pack(weight, [cout, cin_g, kh, kw], tile)?)
         } else {
             None
         };
@@ -239,6 +298,7 @@ impl Conv2d {
             cin: cin_g * cfg.groups,
             cout,
             k: (kh, kw),
+            tile,
         })
     }
 
@@ -359,9 +419,8 @@ impl Conv2d {
         let alias = x.same_storage(out);
         let cin_g = self.cin / self.cfg.groups;
         let (kh, kw) = self.k;
-        let tile = Tile::choose(gpu.class(), cout);
-        let coutp = cout.next_multiple_of(COUT_ALIGN);
-        let pix_blocks = hwo.div_ceil(tile.px * tile.wg);
+        let tile = self.tile;
+        let pix_blocks = (ho * wo.div_ceil(tile.px)).div_ceil(tile.wg);
         let co_blocks = cout.div_ceil(tile.co);
         let params = Params {
             n: n as u32,
@@ -386,7 +445,7 @@ impl Conv2d {
             out_off: out_offset as u32,
             slope_n: epi.slopes.map_or(1, |s| s.numel()) as u32,
             total: total as u32,
-            coutp: coutp as u32,
+            cinp: cin_g.next_multiple_of(tile.ci_step()) as u32,
             pix_blocks: pix_blocks as u32,
             alpha: epi.alpha,
             beta: epi.beta,
@@ -395,27 +454,22 @@ impl Conv2d {
         };
         let (entry, weights, tile, groups) = match &self.packed {
             Some(pk) => ("tiled", pk, tile, n * pix_blocks * co_blocks),
-            None => (
-                "generic",
-                &self.weight,
-                Tile {
-                    px: 1,
-                    co: 4,
-                    wg: 64,
-                },
-                total.div_ceil(256),
-            ),
+            None => ("generic", &self.weight, Tile::GENERIC, total.div_ceil(256)),
         };
-        let kernel = Kernel::new(OP, SRC, x.dtype(), BINDINGS)
-            .entry(entry)
-            .defines(epi.defines(self.bias.is_some()))
-            .defines(variant(
-                self.cfg.pad_mode == PadMode::Reflect,
-                alias,
-                tile,
-                if entry == "tiled" { self.k } else { (1, 1) },
-            ))
-            .includes(&[EPILOGUE_WGSL]);
+        let geom = if entry == "tiled" {
+            [kh, kw, self.cfg.stride.1, self.cfg.dilation.1]
+        } else {
+            [1; 4]
+        };
+        let kernel = kernel(
+            entry,
+            x.dtype(),
+            self.cfg.pad_mode == PadMode::Reflect,
+            alias,
+            tile,
+            geom,
+        )
+        .defines(epi.defines(self.bias.is_some()));
         let dummy = gpu.dummy();
         let flops = 2.0 * (total * cin_g * kh * kw) as f64;
         let bytes = (x.size_bytes() + weights.size_bytes() + total * x.dtype().size()) as f64;
@@ -436,50 +490,141 @@ impl Conv2d {
     }
 }
 
-fn variant(reflect: bool, alias: bool, t: Tile, k: (usize, usize)) -> Vec<(&'static str, String)> {
-    vec![
-        ("REFLECT", reflect.to_string()),
-        ("ALIAS_X", alias.to_string()),
-        ("PX", format!("{}u", t.px)),
-        ("CO", format!("{}u", t.co)),
-        ("WG", format!("{}u", t.wg)),
-        ("KH", format!("{}u", k.0)),
-        ("KW", format!("{}u", k.1)),
-    ]
+/// The kernel variant. `geom` = [KH, KW, SW, DW] for `tiled`.
+fn kernel(
+    entry: &'static str,
+    dtype: DType,
+    reflect: bool,
+    alias: bool,
+    t: Tile,
+    geom: [usize; 4],
+) -> Kernel<'static> {
+    let u = |v: usize| format!("{v}u");
+    Kernel::new(OP, expand(t, geom), dtype, BINDINGS)
+        .entry(entry)
+        .includes(&[EPILOGUE_WGSL])
+        .defines([
+            ("REFLECT", reflect.to_string()),
+            ("ALIAS_X", alias.to_string()),
+            ("PX", u(t.px)),
+            ("CO", u(t.co)),
+            ("WG", u(t.wg)),
+            ("CI_STEP", u(t.ci_step())),
+            ("KH", u(geom[0])),
+            ("KW", u(geom[1])),
+        ])
 }
 
-/// Packs [Cout, Cin, KH, KW] into [KH][KW][Cin][CoutP] on the GPU.
-fn pack(weight: &Tensor, [cout, cin, kh, kw]: [usize; 4]) -> Result<Tensor> {
+/// `conv2d.wgsl` with the `//@` lines of `tiled` replaced by the unrolled
+/// register tile for (tile, KW, SW, DW). Cached and leaked: a model uses a
+/// handful of variants and pipelines need `&'static` source.
+fn expand(t: Tile, [_, kw, sw, dw]: [usize; 4]) -> &'static str {
+    type Cache = Mutex<HashMap<(Tile, [usize; 3]), &'static str>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = (t, [kw, sw, dw]);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(s) = cache.lock().expect("conv2d source cache").get(&key) {
+        return s;
+    }
+    let (px, co4, steps) = (t.px, t.co / 4, t.ci_step());
+    // Input positions of the row segment that some (pixel j, tap kx) reads.
+    let mut used: Vec<usize> = (0..px)
+        .flat_map(|j| (0..kw).map(move |kx| j * sw + kx * dw))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let mut acc = String::new();
+    for j in 0..px {
+        for c in 0..co4 {
+            acc += &format!("    var a{j}_{c} = vec4<f32>(0.0);\n");
+        }
+    }
+    let mut row = String::new();
+    for e in &used {
+        row += &format!(
+            "        let cx{e} = coord(ix0 + {e}, p.w);\n        let ok{e} = cy.ok && cx{e}.ok;\n        \
+             let o{e} = xb + select(0u, cy.i * p.w + cx{e}.i, ok{e});\n        let m{e} = select(0.0, 1.0, ok{e});\n"
+        );
+    }
+    let mut body = String::new();
+    for r in 0..steps {
+        body += &format!("            let xo{r} = min(ci + {r}u, p.cin_g - 1u) * hw;\n");
+        for e in &used {
+            body += &format!("            let x{r}_{e} = load_x(o{e} + xo{r}) * m{e};\n");
+        }
+    }
+    for kx in 0..kw {
+        body += &format!("            let wi{kx} = wrow + ({kx}u * cinp + ci) * CO4;\n");
+        if t.coop {
+            body += &format!("            let wl{kx} = vec4<f32>(wp[wi{kx} + lane]);\n");
+        }
+        for r in 0..steps {
+            for c in 0..co4 {
+                let k = r * co4 + c;
+                if t.coop {
+                    body += &format!(
+                        "            let w{kx}_{r}_{c} = subgroupBroadcast(wl{kx}, {k}u);\n"
+                    );
+                } else {
+                    body +=
+                        &format!("            let w{kx}_{r}_{c} = vec4<f32>(wp[wi{kx} + {k}u]);\n");
+                }
+                for j in 0..px {
+                    let e = j * sw + kx * dw;
+                    body += &format!(
+                        "            a{j}_{c} = fma(vec4<f32>(x{r}_{e}), w{kx}_{r}_{c}, a{j}_{c});\n"
+                    );
+                }
+            }
+        }
+    }
+    let mut store = String::new();
+    for j in 0..px {
+        store += &format!("    if ox0 + {j}u < p.wo {{\n");
+        for c in 0..co4 {
+            store += &format!(
+                "        store4(a{j}_{c}, n, co0 + {}u, q0 + {j}u);\n",
+                c * 4
+            );
+        }
+        store += "    }\n";
+    }
+    let src = SRC
+        .replace("//@ACC\n", &acc)
+        .replace("//@ROW\n", &row)
+        .replace("//@BODY\n", &body)
+        .replace("//@STORE\n", &store);
+    let src: &'static str = Box::leak(src.into_boxed_str());
+    cache.lock().expect("conv2d source cache").insert(key, src);
+    src
+}
+
+/// Packs [Cout, Cin, KH, KW] into [Cout/CO][KH*KW][CinP][CO] on the GPU.
+fn pack(weight: &Tensor, [cout, cin, kh, kw]: [usize; 4], tile: Tile) -> Result<Tensor> {
     let gpu = weight.gpu();
-    let coutp = cout.next_multiple_of(COUT_ALIGN);
-    let total = kh * kw * cin * coutp;
-    let packed = Tensor::empty_for(gpu, OP, &[kh, kw, cin, coutp], weight.dtype())?;
+    let cinp = cin.next_multiple_of(tile.ci_step());
+    let coutp = cout.next_multiple_of(tile.co);
+    let total = kh * kw * cinp * coutp;
+    let packed = Tensor::empty_for(
+        gpu,
+        OP,
+        &[coutp / tile.co, kh * kw, cinp, tile.co],
+        weight.dtype(),
+    )?;
     let params = Params {
         cin_g: cin as u32,
         cout: cout as u32,
         kh: kh as u32,
         kw: kw as u32,
         total: total as u32,
-        coutp: coutp as u32,
+        cinp: cinp as u32,
         ..Params::default()
     };
-    let kernel = Kernel::new(OP, SRC, weight.dtype(), BINDINGS)
-        .entry("pack")
-        .defines(Epilogue::default().defines(false))
-        .defines(variant(
-            false,
-            false,
-            Tile {
-                px: 1,
-                co: 4,
-                wg: 64,
-            },
-            (1, 1),
-        ))
-        .includes(&[EPILOGUE_WGSL]);
+    let k = kernel("pack", weight.dtype(), false, false, tile, [1; 4])
+        .defines(Epilogue::default().defines(false));
     let dummy = gpu.dummy();
     gpu.dispatch(
-        &kernel,
+        &k,
         bytemuck::bytes_of(&params),
         &[weight.bind(), dummy, dummy, dummy, dummy, packed.bind()],
         gpu.grid(total.div_ceil(256) as u64)?,
@@ -863,9 +1008,22 @@ mod tests {
     #[ignore]
     fn conv2d_timing() {
         let Some(gpu) = test_gpu() else { return };
-        for dtype in test_dtypes(&gpu) {
-            for (cin, cout, size) in [(64, 64, 128), (64, 64, 256), (192, 32, 64)] {
-                let g = bench(&gpu, cin, cout, size, dtype, 5).unwrap();
+        println!("{:?} tile {:?}", gpu.caps(), Tile::choose(&gpu, 64));
+        // EASEL_CONV_BENCH=cin,cout,size,iters runs one f32 shape only.
+        let one: Option<Vec<usize>> = std::env::var("EASEL_CONV_BENCH")
+            .ok()
+            .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect());
+        let (shapes, iters, dtypes) = match one {
+            Some(v) if v.len() == 4 => (vec![(v[0], v[1], v[2])], v[3], vec![DType::F32]),
+            _ => (
+                vec![(64, 64, 128), (64, 64, 256), (192, 32, 64)],
+                5,
+                test_dtypes(&gpu),
+            ),
+        };
+        for dtype in dtypes {
+            for &(cin, cout, size) in &shapes {
+                let g = bench(&gpu, cin, cout, size, dtype, iters).unwrap();
                 println!("conv2d 3x3 {cin}->{cout} {size}^2 {dtype}: {g:.1} GFLOP/s");
             }
         }

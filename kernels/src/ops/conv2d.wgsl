@@ -4,17 +4,17 @@
 // collisions per entry point, so `w` and `wp` can both sit at binding 2):
 //   generic: one output element per invocation, raw [Cout, Cin/g, KH, KW]
 //            weights; any groups/stride/dilation. The fallback for rare shapes.
-//   tiled:   groups == 1, weights pre-packed by `pack` as
-//            [KH][KW][Cin][CoutP/4] vec4. Each invocation keeps PX pixels x CO
-//            output channels of accumulators in registers. The output-channel
-//            block comes from the workgroup id, so weight loads are uniform
-//            (one scalar load + broadcast on SIMD CPUs like lavapipe, a
-//            broadcast from cache on GPUs); only the input is a per-lane load,
-//            reused for CO FMAs.
+//   tiled:   groups == 1, weights pre-packed by `pack`. Each invocation
+//            keeps PX consecutive pixels of a row x CO output channels of
+//            accumulators. The output-channel block comes from the workgroup
+//            id, so all lanes read the same weights (a broadcast from cache on
+//            GPUs; on lavapipe see COOP); each input value is reused for CO
+//            channels and, through the row segment, for all KW taps.
 //   pack:    writes the packed weights into `out`.
 // Prelude constants: ACT, HAS_BIAS, HAS_RES (epilogue), REFLECT (pad mode),
 // ALIAS_X (input read from `out`: dense blocks reading a channel prefix of the
-// buffer they write into), and for `tiled`: PX, CO, WG, KH, KW.
+// buffer they write into), and for `tiled`: PX, CO, WG, KH, KW, SW, DW (kernel
+// size, stride and dilation along x), CI_STEP, COOP.
 
 struct Params {
     n: u32, cin_g: u32, h: u32, w: u32,
@@ -22,7 +22,7 @@ struct Params {
     kw: u32, sh: u32, sw: u32, ph: u32,
     pw: u32, dh: u32, dw: u32, groups: u32,
     cout_g: u32, x_c: u32, out_c: u32, out_off: u32,
-    slope_n: u32, total: u32, coutp: u32, pix_blocks: u32,
+    slope_n: u32, total: u32, cinp: u32, pix_blocks: u32,
     alpha: f32, beta: f32, leaky: f32, co_blocks: u32,
 }
 
@@ -97,92 +97,72 @@ fn generic(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     store(acc, n, co, q);
 }
 
-// Packs raw weights [Cout, Cin, KH, KW] (x) into [KH][KW][Cin][CoutP] (out),
-// zero-filling the output channels past Cout.
+// Packs raw weights [Cout, Cin, KH, KW] (x) into [Cout/CO][KH*KW][CinP][CO]
+// (out): for one tap and input channel, the CO weights of a block are one
+// contiguous run. Channels past Cout / Cin are zero.
 @compute @workgroup_size(256)
 fn pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * 256u + lid;
     if i >= p.total { return; }
-    let co = i % p.coutp;
-    let ci = (i / p.coutp) % p.cin_g;
-    let t = i / (p.coutp * p.cin_g);
-    let ky = t / p.kw;
-    let kx = t % p.kw;
+    let cinp = p.cinp; // packed input channels (a multiple of CI_STEP)
+    let c = i % CO;
+    let ci = (i / CO) % cinp;
+    let tap = (i / (CO * cinp)) % (p.kh * p.kw);
+    let co = (i / (CO * cinp * p.kh * p.kw)) * CO + c;
     var v = T(0.0);
-    if co < p.cout { v = x[((co * p.cin_g + ci) * p.kh + ky) * p.kw + kx]; }
+    if co < p.cout && ci < p.cin_g { v = x[(co * p.cin_g + ci) * p.kh * p.kw + tap]; }
     out[i] = v;
 }
 
 const CO4: u32 = CO / 4u;
 
+// Writes the 4 channels [co, co + 4) of pixel q that exist.
+fn store4(a: vec4<f32>, n: u32, co: u32, q: u32) {
+    for (var e = 0u; e < 4u; e++) {
+        if co + e < p.cout { store(a[e], n, co + e, q); }
+    }
+}
+
+// The register tile is unrolled by the launcher (conv2d.rs, `expand`): the
+// `//@` lines below are replaced by straight-line code over named variables
+// (a{j}_{c} accumulators, x{r}_{e} inputs, w{kx}_{r}_{c} weights). Loops over
+// private arrays are not reliably unrolled by every driver (lavapipe then
+// spills them to scratch memory and runs ~50x slower).
 @compute @workgroup_size(WG)
 fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
+    // COOP: lavapipe runs 8 consecutive invocations as one SIMD subgroup.
+    let lane = lid % 8u;
     // Workgroup order: output-channel block fastest, so neighbouring
-    // workgroups read the same input pixels while they are in cache.
+    // workgroups read the same input rows while they are in cache.
     let g = wid.x + wid.y * nwg.x;
     let cb = g % p.co_blocks;
     let pb = (g / p.co_blocks) % p.pix_blocks;
     let n = min(g / (p.co_blocks * p.pix_blocks), p.n - 1u);
-    let hwo = p.ho * p.wo;
     let hw = p.h * p.w;
     let xb = n * p.x_c * hw;
-
-    // Pixel j of this invocation is q = base + j * WG + lid (consecutive
-    // lanes, consecutive pixels: coalesced on GPUs).
-    var iy0: array<i32, PX>;
-    var ix0: array<i32, PX>;
-    for (var j = 0u; j < PX; j++) {
-        let q = min(pb * WG * PX + j * WG + lid, hwo - 1u);
-        iy0[j] = i32((q / p.wo) * p.sh) - i32(p.ph);
-        ix0[j] = i32((q % p.wo) * p.sw) - i32(p.pw);
-    }
-
-    var acc: array<vec4<f32>, PX * CO4>;
-    for (var k = 0u; k < PX * CO4; k++) { acc[k] = vec4<f32>(0.0); }
-
-    let cin = p.cin_g;
-    let wrow = p.coutp / 4u;
+    // This invocation computes PX consecutive outputs of one row, so the
+    // input row segment it loads serves all KW taps.
+    let tw = (p.wo + PX - 1u) / PX;
+    let t = min(pb * WG + lid, p.ho * tw - 1u);
+    let oy = t / tw;
+    let ox0 = (t % tw) * PX;
+    let iy0 = i32(oy * p.sh) - i32(p.ph);
+    let ix0 = i32(ox0 * p.sw) - i32(p.pw);
+    let cinp = p.cinp;
+//@ACC
     for (var ky = 0u; ky < KH; ky++) {
-        for (var kx = 0u; kx < KW; kx++) {
-            var off: array<u32, PX>;
-            var m: array<f32, PX>;
-            for (var j = 0u; j < PX; j++) {
-                let cy = coord(iy0[j] + i32(ky * p.dh), p.h);
-                let cx = coord(ix0[j] + i32(kx * p.dw), p.w);
-                let ok = cy.ok && cx.ok;
-                off[j] = xb + select(0u, cy.i * p.w + cx.i, ok);
-                m[j] = select(0.0, 1.0, ok);
-            }
-            var wi = (ky * KW + kx) * cin * wrow + cb * CO4;
-            var xi = 0u;
-            for (var ci = 0u; ci < cin; ci++) {
-                var xv: array<f32, PX>;
-                for (var j = 0u; j < PX; j++) { xv[j] = load_x(off[j] + xi) * m[j]; }
-                for (var t = 0u; t < CO4; t++) {
-                    let wv = vec4<f32>(wp[wi + t]);
-                    for (var j = 0u; j < PX; j++) {
-                        acc[j * CO4 + t] = fma(vec4<f32>(xv[j]), wv, acc[j * CO4 + t]);
-                    }
-                }
-                wi += wrow;
-                xi += hw;
-            }
+        let cy = coord(iy0 + i32(ky * p.dh), p.h);
+//@ROW
+        // Weight index of (block cb, tap (ky, 0), ci 0), in vec4s.
+        let wrow = (cb * KH * KW + ky * KW) * cinp * CO4;
+        for (var ci = 0u; ci < p.cin_g; ci += CI_STEP) {
+//@BODY
         }
     }
-
-    if g >= p.co_blocks * p.pix_blocks * p.n { return; }
-    for (var j = 0u; j < PX; j++) {
-        let q = pb * WG * PX + j * WG + lid;
-        if q < hwo {
-            for (var t = 0u; t < CO4; t++) {
-                let a = acc[j * CO4 + t];
-                for (var e = 0u; e < 4u; e++) {
-                    let co = cb * CO + t * 4u + e;
-                    if co < p.cout { store(a[e], n, co, q); }
-                }
-            }
-        }
-    }
+    if g >= p.co_blocks * p.pix_blocks * p.n || pb * WG + lid >= p.ho * tw { return; }
+    let q0 = oy * p.wo + ox0;
+    let co0 = cb * CO;
+//@STORE
 }
