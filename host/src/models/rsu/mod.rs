@@ -5,6 +5,8 @@
 //! shapes.
 
 pub mod isnet;
+// The blocks are named after the family (RSU), as in the references.
+#[allow(clippy::module_inception)]
 pub mod rsu;
 pub mod u2net;
 pub mod unet;
@@ -62,26 +64,26 @@ impl RsuArch {
 /// A loaded RSU network.
 #[derive(Debug, Clone)]
 pub enum RsuModel {
-    IsNet(IsNet),
-    U2Net(U2Net),
+    IsNet(Box<IsNet>),
+    U2Net(Box<U2Net>),
 }
 
 impl RsuModel {
     /// Detects the architecture and loads it in `dtype`.
     pub fn load(gpu: &Gpu, w: &Weights, dtype: DType) -> Result<RsuModel, RsuError> {
         match RsuArch::detect(w) {
-            Some(RsuArch::IsNet) => Ok(RsuModel::IsNet(IsNet::load(
+            Some(RsuArch::IsNet) => Ok(RsuModel::IsNet(Box::new(IsNet::load(
                 gpu,
                 w,
                 IsNetConfig::from_weights(w)?,
                 dtype,
-            )?)),
-            Some(RsuArch::U2Net) => Ok(RsuModel::U2Net(U2Net::load(
+            )?))),
+            Some(RsuArch::U2Net) => Ok(RsuModel::U2Net(Box::new(U2Net::load(
                 gpu,
                 w,
                 U2NetConfig::from_weights(w)?,
                 dtype,
-            )?)),
+            )?))),
             None => Err(RsuError::Config(format!(
                 "{} holds neither an IS-Net (conv_in, stage*, side*) nor a U2-Net (stage*, side*, outconv)",
                 w.path().display()
