@@ -37,7 +37,7 @@ fn compare(dtype: DType) -> (f64, f64) {
         union += (x || y) as u64;
     }
     let iou = inter as f64 / union.max(1) as f64;
-    eprintln!("{dtype:?}: MAE {mae:.6}, IoU@0.5 {iou:.6}");
+    eprintln!("{dtype:?}: MAE {mae:.3e}, IoU@0.5 {iou:.6}");
     (mae, iou)
 }
 
