@@ -1,6 +1,8 @@
 //! Shared helpers for Easel's integration tests: where the `easel` binary and
 //! `../shared` live, and a server process that is killed on drop.
 
+pub mod npy;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,7 +21,10 @@ pub fn workspace_root() -> PathBuf {
 /// Panics with a clear message when it is missing: the tests that need it
 /// must not silently pass.
 pub fn shared_dir() -> PathBuf {
-    let dir = workspace_root().join("..").join("shared");
+    // EASEL_SHARED_DIR serves checkouts that are not beside shared/ (worktrees).
+    let dir = std::env::var_os("EASEL_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("..").join("shared"));
     assert!(
         dir.join("README.md").exists(),
         "the shared data folder is missing at {} (it holds the real weights and fixtures these tests compare against)",

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod devices;
 pub mod models;
+pub mod run_bg;
 pub mod serve;
 
 /// Easel: self-hosted AI image models on any GPU, with sandboxed tenant plugins.

@@ -3,6 +3,7 @@
 //! tensor names) plus a `<name>.json` manifest.
 
 pub mod ncnn;
+pub mod onnx;
 pub mod pickle;
 pub mod pth;
 
@@ -29,7 +30,7 @@ pub enum ImportError {
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
     #[error(
-        "{path}: unsupported model file; expected .safetensors, a PyTorch checkpoint (.pth, .pt, .ckpt) or an ncnn .param/.bin pair"
+        "{path}: unsupported model file; expected .safetensors, a PyTorch checkpoint (.pth, .pt, .ckpt), an ONNX file (.onnx) or an ncnn .param/.bin pair"
     )]
     UnknownKind { path: PathBuf },
     #[error("model '{name}' already exists at {path} (pass --force to replace it)")]
@@ -81,6 +82,7 @@ pub struct Imported {
 enum Kind {
     Safetensors,
     Pth,
+    Onnx,
     Ncnn { param: PathBuf, bin: PathBuf },
 }
 
@@ -92,6 +94,7 @@ fn kind_of(path: &Path) -> Result<Kind, ImportError> {
     match ext.as_deref() {
         Some("safetensors") => Ok(Kind::Safetensors),
         Some("pth" | "pt" | "ckpt") => Ok(Kind::Pth),
+        Some("onnx") => Ok(Kind::Onnx),
         Some("param") => Ok(Kind::Ncnn {
             param: path.into(),
             bin: path.with_extension("bin"),
@@ -134,6 +137,22 @@ pub fn read_tensors(path: &Path) -> Result<Vec<ImportedTensor>, ImportError> {
                 .collect())
         }
         Kind::Pth => pth::read_pth(path),
+        Kind::Onnx => onnx::import_onnx(path)
+            .map_err(|e| ImportError::Format {
+                path: path.into(),
+                msg: e.to_string(),
+            })
+            .map(|tensors| {
+                tensors
+                    .into_iter()
+                    .map(|(name, shape, values)| ImportedTensor {
+                        name,
+                        dtype: Dtype::F32,
+                        shape,
+                        data: bytemuck::cast_slice(&values).to_vec(),
+                    })
+                    .collect()
+            }),
         Kind::Ncnn { param, bin } => ncnn::read_ncnn(&param, &bin),
     }
 }
@@ -179,7 +198,7 @@ pub fn import(
                 })
                 .map(|_| ())
         }
-        Kind::Pth => write_safetensors(&pth::read_pth(src)?, src, &tmp),
+        Kind::Pth | Kind::Onnx => write_safetensors(&read_tensors(src)?, src, &tmp),
         Kind::Ncnn { param, bin } => write_safetensors(&ncnn::read_ncnn(&param, &bin)?, src, &tmp),
     };
     let finish = || -> Result<Imported, ImportError> {

@@ -3,3 +3,4 @@
 pub mod detect;
 pub mod manifest;
 pub mod registry;
+pub mod rsu;
