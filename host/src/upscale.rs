@@ -9,12 +9,13 @@
 //! come back as luma; an alpha channel is upscaled by the model as a grey
 //! image (`alpha_upsampler='realesrgan'`); 16-bit images stay 16-bit.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use easel_kernels::{DType, Gpu, KernelError, Tensor};
 use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
 
 use crate::models::esrgan::{ModelError, UpscaleModel};
+use crate::models::registry::{self, RegistryError};
 use crate::weights::Weights;
 
 /// Default memory budget of one forward pass when tiles are chosen
@@ -31,15 +32,9 @@ pub enum UpscaleError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
-    #[error("unknown model '{name}': no {path} (models in {dir}: {available})")]
-    UnknownModel {
-        name: String,
-        path: PathBuf,
-        dir: PathBuf,
-        available: String,
-    },
-    #[error("invalid model name '{0}': use letters, digits, '.', '-' and '_' only")]
-    BadModelName(String),
+    /// Unknown or invalid model name, or an unreadable models directory.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error("invalid {param}: {msg}")]
     BadOption { param: &'static str, msg: String },
     #[error("the output would be {width}x{height}, over the limit of {limit} pixels")]
@@ -92,46 +87,6 @@ impl Default for UpscaleOptions {
     }
 }
 
-/// `<models_dir>/<name>.safetensors`, or an error listing what is there.
-pub fn model_path(models_dir: &Path, name: &str) -> Result<PathBuf, UpscaleError> {
-    let valid = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if !valid {
-        return Err(UpscaleError::BadModelName(name.into()));
-    }
-    let path = models_dir.join(format!("{name}.safetensors"));
-    if path.is_file() {
-        return Ok(path);
-    }
-    let mut names: Vec<String> = std::fs::read_dir(models_dir)
-        .map(|rd| {
-            rd.filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".safetensors")
-                    .map(String::from)
-            })
-            .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    let available = if names.is_empty() {
-        "none".to_string()
-    } else {
-        names.join(", ")
-    };
-    Err(UpscaleError::UnknownModel {
-        name: name.into(),
-        path,
-        dir: models_dir.to_path_buf(),
-        available,
-    })
-}
-
 /// Resolves `name` in `models_dir` and loads it in `dtype`.
 pub fn load_model(
     gpu: &Gpu,
@@ -139,8 +94,8 @@ pub fn load_model(
     name: &str,
     dtype: DType,
 ) -> Result<UpscaleModel, UpscaleError> {
-    let path = model_path(models_dir, name)?;
-    let weights = Weights::open(&path).map_err(ModelError::from)?;
+    let entry = registry::resolve(models_dir, name)?;
+    let weights = Weights::open(&entry.weights_path).map_err(ModelError::from)?;
     Ok(UpscaleModel::load(&weights, gpu, dtype)?)
 }
 
@@ -556,19 +511,6 @@ mod tests {
         assert_eq!(quantise(1.5, 255.0), 255.0);
         assert_eq!(quantise(0.5, 255.0), 128.0);
         assert_eq!(quantise(f32::NAN, 65535.0), 0.0);
-    }
-
-    #[test]
-    fn model_names_cannot_escape_the_models_dir() {
-        for bad in ["../x", "a/b", "", ".hidden", "a\\b"] {
-            assert!(
-                matches!(
-                    model_path(Path::new("."), bad),
-                    Err(UpscaleError::BadModelName(_))
-                ),
-                "{bad}"
-            );
-        }
     }
 
     #[test]

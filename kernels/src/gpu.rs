@@ -31,6 +31,30 @@ pub struct Caps {
     pub subgroup_max_size: u32,
     pub timestamp_query: bool,
     pub cooperative_matrix: bool,
+    /// Square cooperative-matrix size (8 or 16) with f16 A/B and an f32
+    /// accumulator, 0 when the adapter has no such configuration.
+    pub coop_f16_f32acc: u32,
+    /// Square cooperative-matrix size with f32 A/B/accumulator, 0 if none.
+    pub coop_f32: u32,
+}
+
+/// The largest square cooperative-matrix sizes naga can express (8, 16) for
+/// (f16 x f16 + f32, f32 x f32 + f32), 0 where the adapter has none.
+fn coop_sizes(adapter: &wgpu::Adapter) -> (u32, u32) {
+    use wgpu::CooperativeScalarType as S;
+    let mut out = (0, 0);
+    for p in adapter.cooperative_matrix_properties() {
+        let square = p.m_size == p.n_size && p.n_size == p.k_size;
+        if !square || !(p.m_size == 8 || p.m_size == 16) || p.cr_type != S::F32 {
+            continue;
+        }
+        match p.ab_type {
+            S::F16 => out.0 = out.0.max(p.m_size),
+            S::F32 => out.1 = out.1.max(p.m_size),
+            _ => {}
+        }
+    }
+    out
 }
 
 struct Batch {
@@ -158,7 +182,13 @@ impl Gpu {
             subgroup_max_size: info.subgroup_max_size,
             timestamp_query: granted.contains(wgpu::Features::TIMESTAMP_QUERY),
             cooperative_matrix: granted.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+            coop_f16_f32acc: 0,
+            coop_f32: 0,
         };
+        let mut caps = caps;
+        if caps.cooperative_matrix {
+            (caps.coop_f16_f32acc, caps.coop_f32) = coop_sizes(&adapter);
+        }
         let uniform_arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("easel.params"),
             size: UNIFORM_ARENA_BYTES,

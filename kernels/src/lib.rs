@@ -5,6 +5,7 @@
 //! can be added without changing model code.
 
 pub mod adapter;
+pub mod bench;
 pub mod dtype;
 pub mod error;
 pub mod gpu;

@@ -1,6 +1,8 @@
 //! Shared helpers for Easel's integration tests: where the `easel` binary and
 //! `../shared` live, and a server process that is killed on drop.
 
+pub mod npy;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod reference;
-pub use reference::{psnr_u8, read_npy_f32, shared_file};
+pub use reference::{psnr_u8, shared_file};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -23,6 +25,7 @@ pub fn workspace_root() -> PathBuf {
 /// Panics with a clear message when it is missing: the tests that need it
 /// must not silently pass.
 pub fn shared_dir() -> PathBuf {
+    // EASEL_SHARED_DIR serves checkouts that are not beside shared/ (worktrees).
     let dir = std::env::var_os("EASEL_SHARED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("..").join("shared"));

@@ -6,11 +6,12 @@
 //! >= 50 dB.
 
 use easel_host::models::esrgan::{ModelError, UpscaleModel};
+use easel_host::models::registry::RegistryError;
 use easel_host::upscale::{self, UpscaleError, UpscaleOptions};
 use easel_host::weights::WeightError;
 use easel_kernels::testing::test_gpu;
 use easel_kernels::{DType, Gpu};
-use easel_tests::{psnr_u8, read_npy_f32, shared_dir, shared_file};
+use easel_tests::{npy, psnr_u8, shared_dir, shared_file};
 
 fn input() -> image::DynamicImage {
     image::open(shared_file("fixtures/upscale/input-32x32.png")).expect("decoding the fixture")
@@ -18,9 +19,10 @@ fn input() -> image::DynamicImage {
 
 /// The reference `[3, H, W]` quantised to interleaved RGB8.
 fn reference_rgb8(model: &str) -> Vec<u8> {
-    let (shape, data) = read_npy_f32(&shared_file(&format!(
+    let (shape, data) = npy::read_f32(&shared_file(&format!(
         "fixtures/upscale/{model}.zeropad.f32.npy"
-    )));
+    )))
+    .expect("reading the reference .npy");
     let [c, h, w] = shape[..] else {
         panic!("reference shape {shape:?}")
     };
@@ -115,7 +117,7 @@ fn unknown_model_is_a_clear_error() {
     let Some(gpu) = test_gpu() else { return };
     let dir = shared_dir().join("models");
     match upscale::load_model(&gpu, &dir, "no-such-model", DType::F32) {
-        Err(e @ UpscaleError::UnknownModel { .. }) => {
+        Err(e @ UpscaleError::Registry(RegistryError::Unknown { .. })) => {
             let msg = e.to_string();
             assert!(
                 msg.contains("no-such-model") && msg.contains("realesrgan-x4plus"),
@@ -126,7 +128,7 @@ fn unknown_model_is_a_clear_error() {
     }
     assert!(matches!(
         upscale::load_model(&gpu, &dir, "../models/realesrgan-x4plus", DType::F32),
-        Err(UpscaleError::BadModelName(_))
+        Err(UpscaleError::Registry(RegistryError::InvalidName { .. }))
     ));
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use easel_kernels::{DType, Gpu};
 
+use crate::imageio::{self, EncodeOptions, Format, ImageLimits};
 use crate::upscale::{self, UpscaleOptions};
 
 #[derive(Debug, clap::Subcommand)]
@@ -71,7 +72,17 @@ fn run_upscale(a: UpscaleArgs, models_dir: &Path) -> anyhow::Result<()> {
     };
     let model = upscale::load_model(&gpu, models_dir, &a.model, dtype)
         .with_context(|| format!("loading model '{}'", a.model))?;
-    let img = decode(&a.input, a.max_input_pixels)?;
+    let limits = ImageLimits {
+        max_pixels: a.max_input_pixels,
+        ..ImageLimits::default()
+    };
+    let format = Format::from_path(&a.output).with_context(|| {
+        format!(
+            "{}: unknown output format (use .png, .jpg or .webp)",
+            a.output.display()
+        )
+    })?;
+    let img = imageio::read(&a.input, &limits)?;
     let opts = UpscaleOptions {
         tile: a.tile,
         tile_pad: a.tile_pad,
@@ -100,7 +111,7 @@ fn run_upscale(a: UpscaleArgs, models_dir: &Path) -> anyhow::Result<()> {
         b.finish_and_clear();
     }
     tracing::info!(secs = start.elapsed().as_secs_f64(), "upscaled");
-    save(&out, &a.output)?;
+    imageio::write(&a.output, &out, EncodeOptions::new(format))?;
     eprintln!(
         "{} ({}x{}) -> {} ({}x{}) in {:.2}s",
         a.input.display(),
@@ -112,63 +123,4 @@ fn run_upscale(a: UpscaleArgs, models_dir: &Path) -> anyhow::Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Decodes an image with explicit limits: the header is checked first, so a
-/// small file claiming a huge size fails cleanly instead of allocating.
-/// (Stand-in until the shared `imageio` module lands.)
-fn decode(path: &Path, max_pixels: u64) -> anyhow::Result<image::DynamicImage> {
-    let open = || -> anyhow::Result<_> {
-        image::ImageReader::open(path)
-            .with_context(|| format!("opening {}", path.display()))?
-            .with_guessed_format()
-            .with_context(|| format!("reading {}", path.display()))
-    };
-    let (w, h) = open()?
-        .into_dimensions()
-        .with_context(|| format!("decoding {}", path.display()))?;
-    if w as u64 * h as u64 > max_pixels {
-        anyhow::bail!(
-            "{}: {w}x{h} is over the limit of {max_pixels} pixels (--max-input-pixels)",
-            path.display()
-        );
-    }
-    let mut reader = open()?;
-    let mut limits = image::Limits::default();
-    // RGBA16 is 8 bytes a pixel; leave room for a decoder's scratch.
-    limits.max_alloc = Some(max_pixels.saturating_mul(16));
-    reader.limits(limits);
-    reader
-        .decode()
-        .with_context(|| format!("decoding {}", path.display()))
-}
-
-/// Saves in the format of the extension, converting to what the encoder
-/// takes: JPEG has no alpha and no 16 bits, WebP (lossless) only 8-bit RGB(A).
-fn save(img: &image::DynamicImage, path: &Path) -> anyhow::Result<()> {
-    let format = image::ImageFormat::from_path(path).with_context(|| {
-        format!(
-            "{}: unknown output format (use .png, .jpg or .webp)",
-            path.display()
-        )
-    })?;
-    let grey = img.color().channel_count() <= 2;
-    let converted = match format {
-        image::ImageFormat::Png => None,
-        image::ImageFormat::Jpeg if grey => Some(image::DynamicImage::ImageLuma8(img.to_luma8())),
-        image::ImageFormat::Jpeg => Some(image::DynamicImage::ImageRgb8(img.to_rgb8())),
-        image::ImageFormat::WebP if img.color().has_alpha() => {
-            Some(image::DynamicImage::ImageRgba8(img.to_rgba8()))
-        }
-        image::ImageFormat::WebP => Some(image::DynamicImage::ImageRgb8(img.to_rgb8())),
-        other => anyhow::bail!(
-            "{}: {other:?} output is not supported (use .png, .jpg or .webp)",
-            path.display()
-        ),
-    };
-    converted
-        .as_ref()
-        .unwrap_or(img)
-        .save_with_format(path, format)
-        .with_context(|| format!("writing {}", path.display()))
 }

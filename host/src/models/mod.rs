@@ -1,3 +1,7 @@
-//! Model architectures built from the kernels, one folder per family.
+//! Model families and the models directory.
 
+pub mod detect;
 pub mod esrgan;
+pub mod manifest;
+pub mod registry;
+pub mod rsu;

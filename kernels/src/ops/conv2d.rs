@@ -15,6 +15,9 @@ use crate::error::{Result, shape_err};
 use crate::ops::epilogue::{Activation, EPILOGUE_WGSL, Epilogue};
 use crate::{Access, AdapterClass, Cost, DType, Gpu, Kernel, KernelError, Tensor};
 
+#[path = "conv2d_wino.rs"]
+mod wino;
+
 const OP: &str = "conv2d";
 const SRC: &str = include_str!("conv2d.wgsl");
 const BINDINGS: &[Access] = &[
@@ -109,6 +112,10 @@ struct Params {
     beta: f32,
     leaky: f32,
     co_blocks: u32,
+    th: u32,
+    twp: u32,
+    t8: u32,
+    coutp: u32,
 }
 
 /// Register tile of the `tiled` kernel: PX pixels x CO output channels per
@@ -120,6 +127,8 @@ pub struct Tile {
     pub co: usize,
     pub wg: usize,
     pub coop: bool,
+    /// Emit the FMAs of all KW taps of one accumulator back to back.
+    pub kx_inner: bool,
 }
 
 impl Tile {
@@ -149,7 +158,7 @@ impl Tile {
                     .filter(|&(p, c): &(usize, usize)| {
                         p > 0
                             && (if coop {
-                                [8, 16, 32].contains(&c)
+                                [8, 16, 32, 64].contains(&c)
                             } else {
                                 c % 4 == 0
                             })
@@ -160,6 +169,7 @@ impl Tile {
                     co,
                     wg: 64,
                     coop,
+                    kx_inner: false,
                 }
             }
             _ => {
@@ -178,6 +188,7 @@ impl Tile {
                     co,
                     wg: 64,
                     coop: false,
+                    kx_inner: false,
                 }
             }
         }
@@ -186,7 +197,7 @@ impl Tile {
     /// Input channels per step of the inner loop (the coop load covers
     /// 32 weights = CI_STEP rows of CO).
     fn ci_step(&self) -> usize {
-        if self.coop { 32 / self.co } else { 1 }
+        if self.coop { (32 / self.co).max(1) } else { 1 }
     }
 
     const GENERIC: Tile = Tile {
@@ -194,6 +205,7 @@ impl Tile {
         co: 4,
         wg: 64,
         coop: false,
+        kx_inner: false,
     };
 }
 
@@ -247,6 +259,8 @@ pub fn output_size(
 pub struct Conv2d {
     weight: Tensor,
     packed: Option<Tensor>,
+    /// Winograd-transformed weights (see `wino`), when that path is chosen.
+    wino: Option<Tensor>,
     bias: Option<Tensor>,
     cfg: Conv2dConfig,
     cin: usize,
@@ -284,7 +298,31 @@ impl Conv2d {
                 );
             }
         }
-        let tile = Tile::choose(weight.gpu(), cout);
+        let use_wino = wino::choose(weight.gpu(), [cout, cin_g, kh, kw], &cfg);
+        Self::build(
+            weight,
+            bias,
+            cfg,
+            Tile::choose(weight.gpu(), cout),
+            use_wino,
+        )
+    }
+
+    /// [`Conv2d::new`] with a forced register tile and Winograd choice
+    /// (tuning and tests); the arguments must already be validated.
+    pub(crate) fn build(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        cfg: Conv2dConfig,
+        tile: Tile,
+        use_wino: bool,
+    ) -> Result<Conv2d> {
+        let [cout, cin_g, kh, kw] = dims(weight, "weight")?;
+        let wino = if use_wino {
+            Some(wino::weights(weight, [cout, cin_g], tile)?)
+        } else {
+            None
+        };
         let packed = if cfg.groups == 1 {
             Some(pack(weight, [cout, cin_g, kh, kw], tile)?)
         } else {
@@ -293,6 +331,7 @@ impl Conv2d {
         Ok(Conv2d {
             weight: weight.clone(),
             packed,
+            wino,
             bias: bias.cloned(),
             cfg,
             cin: cin_g * cfg.groups,
@@ -416,6 +455,11 @@ impl Conv2d {
                 limit: u32::MAX as u64,
             });
         }
+        if let Some(u) = &self.wino
+            && wino::run(self, u, x, out, out_offset, epi)?
+        {
+            return Ok(());
+        }
         let alias = x.same_storage(out);
         let cin_g = self.cin / self.cfg.groups;
         let (kh, kw) = self.k;
@@ -451,6 +495,7 @@ impl Conv2d {
             beta: epi.beta,
             leaky: epi.act.param(),
             co_blocks: co_blocks as u32,
+            ..Params::default()
         };
         let (entry, weights, tile, groups) = match &self.packed {
             Some(pk) => ("tiled", pk, tile, n * pix_blocks * co_blocks),
@@ -510,6 +555,10 @@ fn kernel(
             ("CO", u(t.co)),
             ("WG", u(t.wg)),
             ("CI_STEP", u(t.ci_step())),
+            // Not read by the shader: keys the pipeline cache on the
+            // generated code, which the other defines do not determine.
+            ("COOP", t.coop.to_string()),
+            ("KX_INNER", t.kx_inner.to_string()),
             ("KH", u(geom[0])),
             ("KW", u(geom[1])),
         ])
@@ -556,24 +605,50 @@ fn expand(t: Tile, [_, kw, sw, dw]: [usize; 4]) -> &'static str {
     for kx in 0..kw {
         body += &format!("            let wi{kx} = wrow + ({kx}u * cinp + ci) * CO4;\n");
         if t.coop {
-            body += &format!("            let wl{kx} = vec4<f32>(wp[wi{kx} + lane]);\n");
+            for l in 0..(co4 * steps).div_ceil(8) {
+                body += &format!(
+                    "            let wl{kx}_{l} = vec4<f32>(wp[wi{kx} + {}u + lane]);\n",
+                    l * 8
+                );
+            }
         }
         for r in 0..steps {
             for c in 0..co4 {
                 let k = r * co4 + c;
                 if t.coop {
                     body += &format!(
-                        "            let w{kx}_{r}_{c} = subgroupBroadcast(wl{kx}, {k}u);\n"
+                        "            let w{kx}_{r}_{c} = subgroupBroadcast(wl{kx}_{}, {}u);\n",
+                        k / 8,
+                        k % 8
                     );
                 } else {
                     body +=
                         &format!("            let w{kx}_{r}_{c} = vec4<f32>(wp[wi{kx} + {k}u]);\n");
+                }
+                if t.kx_inner {
+                    continue;
                 }
                 for j in 0..px {
                     let e = j * sw + kx * dw;
                     body += &format!(
                         "            a{j}_{c} = fma(vec4<f32>(x{r}_{e}), w{kx}_{r}_{c}, a{j}_{c});\n"
                     );
+                }
+            }
+        }
+    }
+    if t.kx_inner {
+        // All taps of one accumulator in a row: it is loaded from and stored
+        // to the spill slot once per KW FMAs instead of once per FMA.
+        for r in 0..steps {
+            for c in 0..co4 {
+                for j in 0..px {
+                    for kx in 0..kw {
+                        let e = j * sw + kx * dw;
+                        body += &format!(
+                            "            a{j}_{c} = fma(vec4<f32>(x{r}_{e}), w{kx}_{r}_{c}, a{j}_{c});\n"
+                        );
+                    }
                 }
             }
         }
@@ -594,6 +669,7 @@ fn expand(t: Tile, [_, kw, sw, dw]: [usize; 4]) -> &'static str {
         .replace("//@ROW\n", &row)
         .replace("//@BODY\n", &body)
         .replace("//@STORE\n", &store);
+    let src = wino::expand(&src, t);
     let src: &'static str = Box::leak(src.into_boxed_str());
     cache.lock().expect("conv2d source cache").insert(key, src);
     src
@@ -1001,6 +1077,167 @@ mod tests {
             let r = conv2d(&xh, &w, None, &d, &Epilogue::default());
             assert!(matches!(r, Err(KernelError::DType { .. })), "{r:?}");
         }
+    }
+
+    #[test]
+    fn winograd_matches_reference() {
+        let Some(gpu) = test_gpu() else { return };
+        use PadMode::{Reflect as R, Zeros as Z};
+        // (x shape, cout, padding, pad mode)
+        let cases = [
+            ([1, 5, 13, 17], 7, 1, Z),
+            ([2, 16, 9, 11], 33, 1, R),
+            ([1, 3, 6, 6], 5, 0, Z),
+            ([1, 64, 16, 16], 32, 1, Z),
+            ([1, 17, 1, 1], 20, 1, Z),
+            ([1, 4, 7, 5], 4, 2, Z),
+            ([1, 6, 5, 23], 40, 1, R),
+        ];
+        for dtype in test_dtypes(&gpu) {
+            for (i, &(xs, cout, pad, mode)) in cases.iter().enumerate() {
+                let cin = xs[1];
+                let ws = [cout, cin, 3, 3];
+                let c = Conv2dConfig {
+                    pad_mode: mode,
+                    ..Conv2dConfig::padded(pad)
+                };
+                let seed = 100 + i as u64 * 5;
+                let numel: usize = xs.iter().product();
+                let (x, xv) = upload(&gpu, &xs, &rand_vec(numel, seed, -1.0, 1.0), dtype);
+                let (w, wv) = upload(
+                    &gpu,
+                    &ws,
+                    &rand_vec(cin * cout * 9, seed + 1, -0.5, 0.5),
+                    dtype,
+                );
+                let (b, bv) = upload(&gpu, &[cout], &rand_vec(cout, seed + 2, -1.0, 1.0), dtype);
+                let tile = Tile::choose(&gpu, cout);
+                let layer = Conv2d::build(&w, Some(&b), c, tile, true).unwrap();
+                assert!(layer.wino.is_some());
+                let (mut want, shape) = reference(&xv, xs, &wv, ws, Some(&bv), &c);
+                let [_, _, ho, wo] = shape;
+                let (r, rv) = upload(
+                    &gpu,
+                    &shape,
+                    &rand_vec(want.len(), seed + 3, -1.0, 1.0),
+                    dtype,
+                );
+                let epi = Epilogue::act(Activation::LeakyRelu(0.2)).residual(&r, 0.5, 1.0);
+                reference_epilogue(&mut want, shape, &epi, &[], &rv);
+                let what = format!("winograd case {i} {xs:?} -> {cout} pad {pad} {mode:?} {dtype}");
+                let got = layer.forward(&x, &epi).unwrap();
+                assert_close(&what, &got.to_f32_vec().unwrap(), &want, tol(dtype));
+                // forward_into a wider output at a channel offset.
+                let oc = cout + 3;
+                let on = xs[0] * oc * ho * wo;
+                let (out, outv) = upload(
+                    &gpu,
+                    &[xs[0], oc, ho, wo],
+                    &rand_vec(on, seed + 4, -1.0, 1.0),
+                    dtype,
+                );
+                layer.forward_into(&x, &out, 2, &epi).unwrap();
+                let mut full = outv.clone();
+                let hw = ho * wo;
+                for b in 0..xs[0] {
+                    let dst = (b * oc + 2) * hw;
+                    full[dst..dst + cout * hw]
+                        .copy_from_slice(&want[b * cout * hw..(b + 1) * cout * hw]);
+                }
+                assert_close(
+                    &format!("{what} into"),
+                    &out.to_f32_vec().unwrap(),
+                    &full,
+                    tol(dtype),
+                );
+            }
+        }
+    }
+
+    /// A/B timing under contention: variants interleaved, minimum times.
+    /// `EASEL_CONV_SWEEP="px,co;px,co"`, `EASEL_CONV_SHAPE=cin,cout,size,dil`.
+    #[test]
+    #[ignore]
+    fn conv2d_sweep() {
+        let Some(gpu) = test_gpu() else { return };
+        let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+        let nums =
+            |s: &str| -> Vec<usize> { s.split(',').map(|t| t.trim().parse().unwrap()).collect() };
+        let sh = nums(&env("EASEL_CONV_SHAPE", "64,64,128,1"));
+        let (cin, cout, size, d) = (sh[0], sh[1], sh[2], sh[3]);
+        let dtype = if env("EASEL_CONV_F16", "0") == "1" {
+            DType::F16
+        } else {
+            DType::F32
+        };
+        let variants: Vec<Vec<usize>> = env("EASEL_CONV_SWEEP", "8,32;16,32")
+            .split(';')
+            .map(nums)
+            .collect();
+        let x = Tensor::from_f32(
+            &gpu,
+            &[1, cin, size, size],
+            &rand_vec(cin * size * size, 1, -1.0, 1.0),
+            dtype,
+        )
+        .unwrap();
+        let w = Tensor::from_f32(
+            &gpu,
+            &[cout, cin, 3, 3],
+            &rand_vec(cout * cin * 9, 2, -0.1, 0.1),
+            dtype,
+        )
+        .unwrap();
+        let b = Tensor::from_f32(&gpu, &[cout], &vec![0.1; cout], dtype).unwrap();
+        let epi = Epilogue::act(Activation::LeakyRelu(0.2));
+        let layers: Vec<Conv2d> = variants
+            .iter()
+            .map(|v| {
+                let t = std::time::Instant::now();
+                let tile = Tile {
+                    px: v[0],
+                    co: v[1],
+                    wg: 64,
+                    coop: true,
+                    kx_inner: v.get(2) == Some(&1),
+                };
+                let wv = v.get(3) == Some(&1);
+                let l = Conv2d::build(&w, Some(&b), Conv2dConfig::dilated(d), tile, wv).unwrap();
+                let y = l.forward(&x, &epi).unwrap();
+                gpu.sync().unwrap();
+                println!(
+                    "{v:?}: first run (compile) {:.2}s",
+                    t.elapsed().as_secs_f64()
+                );
+                drop(y);
+                l
+            })
+            .collect();
+        let mut best = vec![f64::MAX; layers.len()];
+        let rounds: usize = env("EASEL_CONV_ROUNDS", "5").parse().unwrap();
+        for _ in 0..rounds {
+            for (i, l) in layers.iter().enumerate() {
+                let t = std::time::Instant::now();
+                l.forward(&x, &epi).unwrap();
+                gpu.sync().unwrap();
+                best[i] = best[i].min(t.elapsed().as_secs_f64());
+            }
+        }
+        let flops = 2.0 * (cin * cout * 9 * size * size) as f64;
+        for (v, t) in variants.iter().zip(&best) {
+            println!(
+                "{cin}->{cout} {size}^2 d{d} {dtype} {v:?}: {:.2} ms {:.1} GFLOP/s",
+                t * 1e3,
+                flops / t / 1e9
+            );
+        }
+        if let Some(r) = gpu.profile_report() {
+            println!("{r}");
+        }
+        println!(
+            "loadavg {}",
+            std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
+        );
     }
 
     /// `cargo test -p easel-kernels --release conv2d_timing -- --ignored --nocapture`

@@ -24,6 +24,7 @@ struct Params {
     cout_g: u32, x_c: u32, out_c: u32, out_off: u32,
     slope_n: u32, total: u32, cinp: u32, pix_blocks: u32,
     alpha: f32, beta: f32, leaky: f32, co_blocks: u32,
+    th: u32, twp: u32, t8: u32, coutp: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -165,4 +166,102 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let q0 = oy * p.wo + ox0;
     let co0 = cb * CO;
 //@STORE
+}
+
+// ---- Winograd F(4x4, 3x3): stride 1, dilation 1, groups 1 ----
+// With U = G g G^T (6x6 per (co, ci), made once by `wtrans`) and
+// V = B^T d B (6x6 per (ci, 4x4 output tile), `wtin`), each of the 36 points t
+// is a plain GEMM M[t] = U[t] V[t] over ci (`wgemm`), and `wtout` maps the
+// 6x6 M of a tile back to 4x4 outputs: A^T M A, then the epilogue. 4x fewer
+// multiplies than the direct conv. Intermediates are f32 whatever T is.
+// Layouts (floats): U [Cout/CO][36][CinP][CO], V [36][CinP][T8],
+// M [36][T8][CoutP], with T8 the tile count padded to 8 (rows of TWP tiles).
+@group(0) @binding(1) var<storage, read> fin4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> wu: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> fout: array<f32>;
+@group(0) @binding(6) var<storage, read_write> fout4: array<vec4<f32>>;
+
+// U for one (co, ci) of the padded [CoutP, CinP]; zero outside the weights.
+@compute @workgroup_size(256)
+fn wtrans(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.total { return; }
+    let ci = i % p.cinp;
+    let co = i / p.cinp;
+    let ok = co < p.cout && ci < p.cin_g;
+    let b = select(0u, (co * p.cin_g + ci) * 9u, ok);
+    let m = select(0.0, 1.0, ok);
+    let ub = ((co / CO) * 36u * p.cinp + ci) * CO + co % CO;
+    let ts = p.cinp * CO;
+//@WTRANS
+}
+
+// V for 4 horizontally adjacent tiles of one (n, ci): each vec4 holds the
+// same transform point of the 4 tiles, so stores are whole vec4s.
+@compute @workgroup_size(256)
+fn wtin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.total { return; }
+    let q4 = p.twp / 4u;
+    let g4 = i % q4;
+    let ty = (i / q4) % p.th;
+    let ci = (i / (q4 * p.th)) % p.cin_g;
+    let n = i / (q4 * p.th * p.cin_g);
+    let xb = (n * p.x_c + ci) * p.h * p.w;
+    let iy0 = i32(ty * 4u) - i32(p.ph);
+    let ix0 = i32(g4 * 16u) - i32(p.pw);
+    // Padding tiles read past the padded image: clamp the index, mask the value.
+    let vb = (ci * p.t8 + (n * p.th + ty) * p.twp + g4 * 4u) / 4u;
+    let ts = p.cinp * p.t8 / 4u;
+//@WTIN
+}
+
+// M[t] for 8 consecutive tiles x CO output channels per invocation; as in
+// `tiled`, the channel block comes from the workgroup so weights are shared.
+@compute @workgroup_size(WG)
+fn wgemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let lane = lid % 8u;
+    let g = wid.x + wid.y * nwg.x;
+    let cb = g % p.co_blocks;
+    let tb = (g / p.co_blocks) % p.pix_blocks;
+    let tt = g / (p.co_blocks * p.pix_blocks);
+    let t = min(tt, 35u);
+    let tile0 = (tb * WG + lid) * 8u;
+    let tl = min(tile0, p.t8 - 8u);
+    let vb = (t * p.cinp * p.t8 + tl) / 4u;
+    let t84 = p.t8 / 4u;
+    let wb = (cb * 36u + t) * p.cinp * CO4;
+//@WACC
+    for (var ci = 0u; ci < p.cin_g; ci++) {
+        let v0 = fin4[vb + ci * t84];
+        let v1 = fin4[vb + ci * t84 + 1u];
+        let wi = wb + ci * CO4;
+//@WBODY
+    }
+    if tt >= 36u || tile0 >= p.t8 { return; }
+    let mb = (t * p.t8 + tile0) * (p.coutp / 4u) + cb * CO4;
+//@WSTORE
+}
+
+// Output tile (4x4 pixels x 4 channels) from its 36 M vec4s, with the epilogue.
+@compute @workgroup_size(256)
+fn wtout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.total { return; }
+    let c4n = p.coutp / 4u;
+    let tw = (p.wo + 3u) / 4u;
+    let c4 = i % c4n;
+    let tx = (i / c4n) % tw;
+    let ty = (i / (c4n * tw)) % p.th;
+    let n = i / (c4n * tw * p.th);
+    let mb = ((n * p.th + ty) * p.twp + tx) * c4n + c4;
+    let ts = p.t8 * c4n;
+    let oy = ty * 4u;
+    let ox = tx * 4u;
+    let co = c4 * 4u;
+//@WTOUT
 }

@@ -1,6 +1,7 @@
 //! The ops. Each op is one `.wgsl` kernel file plus one launcher `.rs` file
 //! holding the Rust entry points, the CPU reference and the tests.
 
+pub mod attention;
 pub mod binary;
 pub mod cast;
 pub mod concat;
@@ -10,6 +11,7 @@ pub mod epilogue;
 pub mod group_norm;
 pub mod image;
 pub mod layer_norm;
+pub mod matmul;
 pub mod permute;
 pub mod pixel_shuffle;
 pub mod pool;
