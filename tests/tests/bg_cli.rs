@@ -306,19 +306,25 @@ fn isnet_dis_mask_only_writes_a_single_channel_mask_at_the_input_size() {
     let input = tmp("photo.png");
     picture(333, 517).save(&input).unwrap();
     let mask = tmp("photo-mask.png");
-    remove(
-        &[
+    // Through the real binary: this is the command line other sessions use.
+    let out = std::process::Command::new(easel_tests::easel_bin())
+        .args(["run", "remove-background", "--models-dir", s(&models)])
+        .args([
             "--model",
             "isnet-dis",
+            "--mask-only",
             "-i",
             s(&input),
             "-o",
             s(&mask),
-            "--mask-only",
-        ],
-        &models,
-    )
-    .unwrap();
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "easel run remove-background failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = image::open(&mask).unwrap();
     assert_eq!(
         (m.width(), m.height(), m.color()),

@@ -76,3 +76,38 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Issue 3's interface: a bare `<name>.safetensors` in the models directory
+/// is a model, and `easel run upscale` writes the 4x image.
+#[test]
+fn run_upscale_with_a_bare_safetensors_model() {
+    if easel_kernels::testing::test_gpu().is_none() {
+        return;
+    }
+    let shared = easel_tests::shared_dir();
+    let out = tempdir().join("up.png");
+    let status = Command::new(easel_bin())
+        .args(["run", "upscale", "--models-dir"])
+        .arg(shared.join("models"))
+        .args([
+            "--model",
+            "realesrgan-x4plus",
+            "--precision",
+            "f32",
+            "--tile",
+            "0",
+            "-i",
+        ])
+        .arg(shared.join("fixtures/upscale/input-32x32.png"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("run easel run upscale");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let img = image::open(&out).expect("output is an image");
+    assert_eq!((img.width(), img.height()), (128, 128));
+}

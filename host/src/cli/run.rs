@@ -13,6 +13,10 @@ use crate::upscale::{self, UpscaleOptions};
 pub enum RunCommand {
     /// Upscale an image with an ESRGAN-family model (Real-ESRGAN).
     Upscale(UpscaleArgs),
+    /// Cut the subject out (RGBA) or write its mask (IS-Net, U2-Net).
+    RemoveBackground(super::run_bg::RemoveBackgroundArgs),
+    /// Put the subject on a colour, another image or a blurred original.
+    ReplaceBackground(super::run_bg::ReplaceBackgroundArgs),
 }
 
 #[derive(Debug, clap::ValueEnum, Clone, Copy)]
@@ -54,6 +58,8 @@ pub struct UpscaleArgs {
 pub fn run(cmd: RunCommand, models_dir: &Path) -> anyhow::Result<()> {
     match cmd {
         RunCommand::Upscale(a) => run_upscale(a, models_dir),
+        RunCommand::RemoveBackground(a) => super::run_bg::remove_background(a, models_dir),
+        RunCommand::ReplaceBackground(a) => super::run_bg::replace_background(a, models_dir),
     }
 }
 
