@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod devices;
 pub mod serve;
+pub mod tenants;
 
 /// Easel: self-hosted AI image models on any GPU, with sandboxed tenant plugins.
 #[derive(Debug, Parser)]
@@ -35,6 +36,9 @@ pub enum Command {
     /// Run benchmarks on the chosen adapter.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Manage tenants (API keys, credits).
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
 }
 
 /// Logging to stderr; `RUST_LOG` wins over `-v`.
@@ -54,5 +58,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices(a) => devices::run(a),
         Command::Serve(a) => serve::run(a, &cli.data_dir, &cli.models_dir),
         Command::Bench(c) => bench::run(c),
+        Command::Tenants(c) => tenants::run(c, &cli.data_dir),
     }
 }
