@@ -282,7 +282,7 @@ impl Config {
         if self.jobs.max_attempts == 0 {
             return bad("jobs.max_attempts must be at least 1");
         }
-        if !(self.rate_limit.per_second > 0.0) || self.rate_limit.burst == 0 {
+        if self.rate_limit.per_second.is_nan() || self.rate_limit.per_second <= 0.0 || self.rate_limit.burst == 0 {
             return bad("rate_limit.per_second must be > 0 and rate_limit.burst >= 1");
         }
         if self.storage.backend == StorageBackend::S3 && self.storage.s3.bucket.is_empty() {

@@ -24,6 +24,6 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
     let start = Instant::now();
     let resp = next.run(req).await;
     st.metrics.http_latency.with_label_values(&[&method, &route]).observe(start.elapsed().as_secs_f64());
-    st.metrics.http_requests.with_label_values(&[&method, &route, resp.status().as_str()]).inc();
+    st.metrics.http_requests.with_label_values(&[method.as_str(), route.as_str(), resp.status().as_str()]).inc();
     resp
 }

@@ -229,9 +229,9 @@ impl Jobs {
                     code: "missing_input",
                     param: s.name.to_owned(),
                     message: format!(
-                        "task `{}` needs an `{0}` input: a multipart file `{0}`, base64 in `{0}`, or `{0}_file_id`",
-                        task.name(),
-                        s.name
+                        "task `{t}` needs an `{n}` input: a multipart file `{n}`, base64 in `{n}`, or `{n}_file_id`",
+                        t = task.name(),
+                        n = s.name
                     ),
                 });
             }
@@ -535,10 +535,10 @@ impl Jobs {
             self.events.publish(&job.id, JobEvent::Completed { status: job.status });
             self.webhooks.wake();
             let m = &self.metrics;
-            m.jobs_finished.with_label_values(&[&job.task, &job.tenant_id, job.status.as_str()]).inc();
+            m.jobs_finished.with_label_values(&[job.task.as_str(), job.tenant_id.as_str(), job.status.as_str()]).inc();
             if let (Some(s), Some(f)) = (job.started_at, job.finished_at) {
                 m.job_duration
-                    .with_label_values(&[&job.task, &job.tenant_id, job.status.as_str()])
+                    .with_label_values(&[job.task.as_str(), job.tenant_id.as_str(), job.status.as_str()])
                     .observe((f - s) as f64 / 1000.0);
             }
             if job.credits_state == CreditsState::Charged && job.credits > 0 {

@@ -163,7 +163,7 @@ impl Tenants {
     }
 
     pub async fn list(&self) -> Result<Vec<Tenant>, TenantError> {
-        self.db.call(list).await
+        self.db.call(|c| list(c)).await
     }
 
     pub async fn add_credits(&self, id: String, delta: i64) -> Result<Tenant, TenantError> {
