@@ -47,7 +47,7 @@ async fn health_ready_metrics_openapi_cover_every_route() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
     let routes = [
         ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json"),
-        ("get", "/v1/models"), ("post", "/v1/image/{task}"), ("post", "/v1/image/convert"), ("post", "/v1/image/noop"),
+        ("get", "/v1/models"), ("post", "/v1/image/{task}"), ("post", "/v1/image/convert"), ("post", "/v1/image/noop"), ("post", "/v1/image/noop-gpu"),
         ("get", "/v1/jobs"), ("get", "/v1/jobs/{id}"), ("post", "/v1/jobs/{id}/cancel"), ("get", "/v1/jobs/{id}/events"),
         ("get", "/v1/jobs/{id}/webhooks"), ("post", "/v1/files"), ("get", "/v1/files/{id}"), ("delete", "/v1/files/{id}"),
         ("get", "/v1/account"), ("post", "/v1/admin/tenants"), ("get", "/v1/admin/tenants"),
