@@ -16,9 +16,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
     #[error("invalid configuration: {0}")]
@@ -122,7 +128,9 @@ impl Default for JobsConfig {
     fn default() -> Self {
         JobsConfig {
             gpu_concurrency: 1,
-            cpu_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            cpu_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             max_queued: 1000,
             max_queued_per_tenant: 200,
             max_attempts: 2,
@@ -144,7 +152,10 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { per_second: 10.0, burst: 30 }
+        RateLimitConfig {
+            per_second: 10.0,
+            burst: 30,
+        }
     }
 }
 
@@ -246,7 +257,11 @@ pub struct GpuConfig {
 
 impl Default for GpuConfig {
     fn default() -> Self {
-        GpuConfig { enabled: true, required: false, model_memory_budget_bytes: 4 << 30 }
+        GpuConfig {
+            enabled: true,
+            required: false,
+            model_memory_budget_bytes: 4 << 30,
+        }
     }
 }
 
@@ -259,17 +274,28 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })?
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.to_owned(),
+                        source: Box::new(e),
+                    })?
             }
             None => toml::Table::new(),
         };
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            ConfigError::Parse { path: file.map(Path::to_owned).unwrap_or_else(|| "<environment>".into()), source: Box::new(e) }
-        })?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: file
+                        .map(Path::to_owned)
+                        .unwrap_or_else(|| "<environment>".into()),
+                    source: Box::new(e),
+                })?;
         config.validate()?;
         Ok(config)
     }
@@ -282,7 +308,10 @@ impl Config {
         if self.jobs.max_attempts == 0 {
             return bad("jobs.max_attempts must be at least 1");
         }
-        if self.rate_limit.per_second.is_nan() || self.rate_limit.per_second <= 0.0 || self.rate_limit.burst == 0 {
+        if self.rate_limit.per_second.is_nan()
+            || self.rate_limit.per_second <= 0.0
+            || self.rate_limit.burst == 0
+        {
             return bad("rate_limit.per_second must be > 0 and rate_limit.burst >= 1");
         }
         if self.storage.backend == StorageBackend::S3 && self.storage.s3.bucket.is_empty() {
@@ -313,13 +342,22 @@ const KEYS: &[&str] = &[
 fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
     let (first, rest) = path.split_first()?;
     let v = table.get(first)?;
-    if rest.is_empty() { Some(v) } else { lookup(v.as_table()?, rest) }
+    if rest.is_empty() {
+        Some(v)
+    } else {
+        lookup(v.as_table()?, rest)
+    }
 }
 
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
     let defaults = toml::Table::try_from(Config::default()).expect("the default config serializes");
     for (var, value) in env {
-        let Some(rest) = var.strip_prefix("EASEL_") else { continue };
+        let Some(rest) = var.strip_prefix("EASEL_") else {
+            continue;
+        };
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
         if !KEYS.contains(&path[0].as_str()) {
             continue;
@@ -332,15 +370,22 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
             None => path[0] == "credits",
         };
         let parsed = if literal {
-            format!("v = {value}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")).ok_or_else(|| {
-                ConfigError::Env { var: var.clone(), message: format!("`{value}` is not a number or boolean") }
-            })?
+            format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .ok_or_else(|| ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("`{value}` is not a number or boolean"),
+                })?
         } else {
             toml::Value::String(value.clone())
         };
         let mut node = &mut *table;
         for seg in &path[..path.len() - 1] {
-            let entry = node.entry(seg.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+            let entry = node
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
             node = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
                 var: var.clone(),
                 message: format!("`{seg}` is not a section"),
@@ -356,7 +401,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -370,7 +418,11 @@ mod tests {
     fn env_overrides_file_and_ignores_foreign_vars() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("easel.toml");
-        std::fs::write(&path, "listen = \"0.0.0.0:1\"\n[jobs]\ngpu_concurrency = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:1\"\n[jobs]\ngpu_concurrency = 3\n",
+        )
+        .unwrap();
         let c = Config::load(
             Some(&path),
             env(&[

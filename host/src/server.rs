@@ -28,12 +28,19 @@ pub struct Server {
 
 /// Opens the data directory and builds the server (jobs not started yet).
 pub async fn build(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let db = Db::open(data_dir).with_context(|| format!("opening the database in {}", data_dir.display()))?;
-    let blobs = crate::storage::open(&config.storage, data_dir).context("opening the blob store")?;
-    let secret = signing::load_or_create_secret(config.storage.url_signing_secret.as_deref(), data_dir)
-        .context("loading the URL signing secret")?;
-    let urls = Urls::new(UrlSigner::new(secret, config.storage.url_ttl_secs), config.public_url.as_deref());
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let db = Db::open(data_dir)
+        .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    let blobs =
+        crate::storage::open(&config.storage, data_dir).context("opening the blob store")?;
+    let secret =
+        signing::load_or_create_secret(config.storage.url_signing_secret.as_deref(), data_dir)
+            .context("loading the URL signing secret")?;
+    let urls = Urls::new(
+        UrlSigner::new(secret, config.storage.url_ttl_secs),
+        config.public_url.as_deref(),
+    );
     let metrics = Arc::new(Metrics::new());
     let webhooks = Webhooks::new(db.clone(), config.webhooks.clone(), metrics.clone());
     let gpu = if config.gpu.enabled {
@@ -47,7 +54,11 @@ pub async fn build(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow
         Ok(g) => tracing::info!("GPU: {}", g.info().name),
         Err(e) => tracing::warn!("no GPU: {e}; GPU tasks will fail, CPU tasks run"),
     }
-    let files = Files { db: db.clone(), blobs, retention_secs: config.storage.retention_secs };
+    let files = Files {
+        db: db.clone(),
+        blobs,
+        retention_secs: config.storage.retention_secs,
+    };
     let jobs = Jobs::new(JobsDeps {
         db: db.clone(),
         files,
@@ -60,7 +71,13 @@ pub async fn build(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow
         config: config.jobs.clone(),
         urls,
     });
-    let state = AppState::new(jobs, Tenants::new(db), Arc::new(config), metrics, models_dir.to_owned());
+    let state = AppState::new(
+        jobs,
+        Tenants::new(db),
+        Arc::new(config),
+        metrics,
+        models_dir.to_owned(),
+    );
     let router = api::router(state.clone());
     Ok(Server { state, router })
 }
@@ -104,7 +121,9 @@ pub async fn serve(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow
     st.jobs.webhooks.spawn();
     st.jobs.files.clone().spawn_sweeper(sweep);
 
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr}");
     eprintln!("easel listening on http://{addr}");
@@ -122,13 +141,21 @@ pub async fn serve(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow
         r = &mut http => return Ok(r.context("HTTP server task")??),
         _ = shutdown_signal() => {}
     }
-    eprintln!("easel: shutting down; draining running jobs (up to {} s)", grace.as_secs());
+    eprintln!(
+        "easel: shutting down; draining running jobs (up to {} s)",
+        grace.as_secs()
+    );
     let _ = stop_tx.send(true);
     if !st.jobs.drain(grace).await {
-        eprintln!("easel: jobs still running after the grace period; they will be recovered at the next start");
+        eprintln!(
+            "easel: jobs still running after the grace period; they will be recovered at the next start"
+        );
     }
     // Open streams (SSE of queued jobs) would hold the HTTP server forever.
-    if tokio::time::timeout(Duration::from_secs(5), &mut http).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), &mut http)
+        .await
+        .is_err()
+    {
         http.abort();
     }
     eprintln!("easel: stopped");

@@ -20,7 +20,11 @@ impl Drop for Moto {
 }
 
 async fn start_moto() -> (Moto, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -41,7 +45,15 @@ async fn start_moto() -> (Moto, String) {
 async fn jobs_store_inputs_and_outputs_in_an_s3_bucket() {
     let (_moto, s3) = start_moto().await;
     let c = client();
-    assert!(c.put(format!("{s3}/easel-test")).send().await.unwrap().status().is_success(), "create bucket");
+    assert!(
+        c.put(format!("{s3}/easel-test"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success(),
+        "create bucket"
+    );
     let s = Server::start(&[
         ("EASEL_STORAGE__BACKEND", "s3"),
         ("EASEL_STORAGE__S3__BUCKET", "easel-test"),
@@ -52,23 +64,84 @@ async fn jobs_store_inputs_and_outputs_in_an_s3_bucket() {
         ("EASEL_STORAGE__S3__SECRET_ACCESS_KEY", "test"),
         ("EASEL_STORAGE__S3__PREFIX", "easel"),
     ]);
-    let ready: Value = c.get(s.u("/readyz")).send().await.unwrap().json().await.unwrap();
-    assert_eq!((ready["storage_ok"].as_bool(), ready["storage"].as_str()), (Some(true), Some("s3 bucket easel-test")), "{ready}");
+    let ready: Value = c
+        .get(s.u("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (ready["storage_ok"].as_bool(), ready["storage"].as_str()),
+        (Some(true), Some("s3 bucket easel-test")),
+        "{ready}"
+    );
     let t = s.tenant("s3", 5).await;
-    let form = Form::new().part("image", image_part(png(40, 20))).text("width", "10");
-    let job: Value = c.post(s.u("/v1/image/convert")).bearer_auth(&t.key).header("prefer", "wait").multipart(form).send().await.unwrap().json().await.unwrap();
+    let form = Form::new()
+        .part("image", image_part(png(40, 20)))
+        .text("width", "10");
+    let job: Value = c
+        .post(s.u("/v1/image/convert"))
+        .bearer_auth(&t.key)
+        .header("prefer", "wait")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(job["status"], "succeeded", "{job}");
     let out = job["outputs"][0]["file_id"].as_str().unwrap();
-    let bytes = c.get(s.u(job["outputs"][0]["url"].as_str().unwrap())).send().await.unwrap().bytes().await.unwrap();
+    let bytes = c
+        .get(s.u(job["outputs"][0]["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let img = image::load_from_memory(&bytes).unwrap();
     assert_eq!((img.width(), img.height()), (10, 5));
     // The objects are in the bucket, under the prefix and tenant.
-    let listing = c.get(format!("{s3}/easel-test?list-type=2")).send().await.unwrap().text().await.unwrap();
+    let listing = c
+        .get(format!("{s3}/easel-test?list-type=2"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let input = job["inputs"][0]["file_id"].as_str().unwrap();
-    assert!(listing.contains(&format!("easel/{}/{out}", t.id)), "{listing}");
-    assert!(listing.contains(&format!("easel/{}/{input}", t.id)), "{listing}");
-    assert_eq!(c.delete(s.u(&format!("/v1/files/{out}"))).bearer_auth(&t.key).send().await.unwrap().status(), 204);
-    let listing = c.get(format!("{s3}/easel-test?list-type=2")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        listing.contains(&format!("easel/{}/{out}", t.id)),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("easel/{}/{input}", t.id)),
+        "{listing}"
+    );
+    assert_eq!(
+        c.delete(s.u(&format!("/v1/files/{out}")))
+            .bearer_auth(&t.key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let listing = c
+        .get(format!("{s3}/easel-test?list-type=2"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!listing.contains(out), "deleted from the bucket: {listing}");
-    assert!(!s.dir.join("blobs").exists(), "nothing went to the local store");
+    assert!(
+        !s.dir.join("blobs").exists(),
+        "nothing went to the local store"
+    );
 }

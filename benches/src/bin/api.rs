@@ -35,7 +35,11 @@ fn easel_bin() -> anyhow::Result<PathBuf> {
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -78,9 +82,19 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
-    let base = rx.recv_timeout(Duration::from_secs(60)).context("server did not start")?;
-    println!("easel API benchmarks: {} ({}), {} logical CPUs", bin.display(), base, std::thread::available_parallelism()?.get());
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(conc * 2).build()?;
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .context("server did not start")?;
+    println!(
+        "easel API benchmarks: {} ({}), {} logical CPUs",
+        bin.display(),
+        base,
+        std::thread::available_parallelism()?.get()
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(conc * 2)
+        .build()?;
     let created: Value = client
         .post(format!("{base}/v1/admin/tenants"))
         .bearer_auth("bench")
@@ -89,7 +103,10 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let key = created["api_key"].as_str().context("tenant key")?.to_owned();
+    let key = created["api_key"]
+        .as_str()
+        .context("tenant key")?
+        .to_owned();
 
     // 1. Submit → complete, one at a time, held open with Prefer: wait.
     let mut lat = Vec::with_capacity(n_wait);
@@ -125,12 +142,23 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut handles = vec![];
     for _ in 0..conc {
-        let (client, key, base, count, stop) = (client.clone(), key.clone(), base.clone(), count.clone(), stop.clone());
+        let (client, key, base, count, stop) = (
+            client.clone(),
+            key.clone(),
+            base.clone(),
+            count.clone(),
+            stop.clone(),
+        );
         handles.push(tokio::spawn(async move {
             let mut lat = vec![];
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let r = client.post(format!("{base}/v1/image/noop")).bearer_auth(&key).json(&json!({})).send().await;
+                let r = client
+                    .post(format!("{base}/v1/image/noop"))
+                    .bearer_auth(&key)
+                    .json(&json!({}))
+                    .send()
+                    .await;
                 if matches!(r, Ok(ref r) if r.status() == 201) {
                     count.fetch_add(1, Ordering::Relaxed);
                     lat.push(t.elapsed());
@@ -156,7 +184,12 @@ async fn main() -> anyhow::Result<()> {
     // Let the backlog drain so it does not disturb the next measurement.
     let drain_start = Instant::now();
     loop {
-        let m = client.get(format!("{base}/metrics")).send().await?.text().await?;
+        let m = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
         let queued: f64 = m
             .lines()
             .filter(|l| l.starts_with("easel_queue_depth"))
@@ -167,7 +200,10 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("  (backlog of queued no-op jobs drained in {:.1} s)", drain_start.elapsed().as_secs_f64());
+    println!(
+        "  (backlog of queued no-op jobs drained in {:.1} s)",
+        drain_start.elapsed().as_secs_f64()
+    );
 
     // 3. /healthz throughput, built-in generator.
     let count = Arc::new(AtomicU64::new(0));
@@ -175,7 +211,8 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut handles = vec![];
     for _ in 0..conc {
-        let (client, base, count, stop) = (client.clone(), base.clone(), count.clone(), stop.clone());
+        let (client, base, count, stop) =
+            (client.clone(), base.clone(), count.clone(), stop.clone());
         handles.push(tokio::spawn(async move {
             let mut lat = vec![];
             while !stop.load(Ordering::Relaxed) {
@@ -206,11 +243,22 @@ async fn main() -> anyhow::Result<()> {
     );
     if Command::new("wrk").arg("--version").output().is_ok() {
         let out = Command::new("wrk")
-            .args(["-t2", &format!("-c{conc}"), &format!("-d{secs}s"), "--latency", &format!("{base}/healthz")])
+            .args([
+                "-t2",
+                &format!("-c{conc}"),
+                &format!("-d{secs}s"),
+                "--latency",
+                &format!("{base}/healthz"),
+            ])
             .output()?;
-        println!("/healthz with wrk:\n{}", String::from_utf8_lossy(&out.stdout));
+        println!(
+            "/healthz with wrk:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     } else {
-        println!("(wrk not installed: apt-get install wrk for an independent /healthz measurement)");
+        println!(
+            "(wrk not installed: apt-get install wrk for an independent /healthz measurement)"
+        );
     }
     let _ = child.kill();
     let _ = child.wait();

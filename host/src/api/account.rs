@@ -15,7 +15,10 @@ use crate::tenants::Tenant;
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub async fn get(State(st): State<AppState>, axum::Extension(Authed(t)): axum::Extension<Authed>) -> Result<Json<Tenant>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    axum::Extension(Authed(t)): axum::Extension<Authed>,
+) -> Result<Json<Tenant>, ApiError> {
     // Fresh from the database: the extension was read before this request's
     // own changes, and credits move as jobs end.
     Ok(Json(st.tenants.get(t.id).await?))

@@ -36,7 +36,8 @@ pub struct CreditChange {
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
 }
 
 /// Create a tenant; the response holds its API key, shown only this once.
@@ -48,9 +49,15 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
         (status = 403, description = "Admin API disabled", body = ErrorBody),
     ),
     security(("admin_key" = [])))]
-pub async fn create(State(st): State<AppState>, body: axum::body::Bytes) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
+pub async fn create(
+    State(st): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
     let b: CreateTenant = json_body(&body)?;
-    Ok((StatusCode::CREATED, Json(st.tenants.create(b.name, b.credits, b.priority).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(st.tenants.create(b.name, b.credits, b.priority).await?),
+    ))
 }
 
 /// List tenants.
@@ -74,7 +81,10 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<Tenant>>, ApiEr
         (status = 404, description = "No such tenant", body = ErrorBody),
     ),
     security(("admin_key" = [])))]
-pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Tenant>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
     Ok(Json(st.tenants.get(id).await?))
 }
 
@@ -88,7 +98,11 @@ pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> Result<J
         (status = 404, description = "No such tenant", body = ErrorBody),
     ),
     security(("admin_key" = [])))]
-pub async fn update(State(st): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Json<Tenant>, ApiError> {
+pub async fn update(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Tenant>, ApiError> {
     let b: UpdateTenant = json_body(&body)?;
     Ok(Json(st.tenants.update(id, b.priority, b.disabled).await?))
 }
@@ -103,7 +117,11 @@ pub async fn update(State(st): State<AppState>, Path(id): Path<String>, body: ax
         (status = 404, description = "No such tenant", body = ErrorBody),
     ),
     security(("admin_key" = [])))]
-pub async fn credits(State(st): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Json<Tenant>, ApiError> {
+pub async fn credits(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Tenant>, ApiError> {
     let b: CreditChange = json_body(&body)?;
     Ok(Json(st.tenants.add_credits(id, b.delta).await?))
 }
@@ -117,6 +135,9 @@ pub async fn credits(State(st): State<AppState>, Path(id): Path<String>, body: a
         (status = 404, description = "No such tenant", body = ErrorBody),
     ),
     security(("admin_key" = [])))]
-pub async fn rotate_key(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<CreatedTenant>, ApiError> {
+pub async fn rotate_key(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CreatedTenant>, ApiError> {
     Ok(Json(st.tenants.rotate_key(id).await?))
 }

@@ -20,7 +20,10 @@ pub struct Authed(pub Tenant);
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn unauthorized(code: &str, message: &str) -> ApiError {
@@ -30,18 +33,33 @@ fn unauthorized(code: &str, message: &str) -> ApiError {
 
 fn rate_headers(d: &Decision) -> [(HeaderName, String); 3] {
     [
-        (HeaderName::from_static("x-ratelimit-limit"), d.limit.to_string()),
-        (HeaderName::from_static("x-ratelimit-remaining"), d.remaining.to_string()),
-        (HeaderName::from_static("x-ratelimit-reset"), d.reset_secs.to_string()),
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            d.limit.to_string(),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            d.remaining.to_string(),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            d.reset_secs.to_string(),
+        ),
     ]
 }
 
 /// Authenticates when a key is sent. Unknown keys are 401; a tenant over its
 /// rate limit is 429 with `Retry-After`.
-async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<Option<(Tenant, Decision)>, ApiError> {
+async fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(Tenant, Decision)>, ApiError> {
     let Some(key) = bearer(headers) else {
         return if headers.contains_key(AUTHORIZATION) {
-            Err(unauthorized("invalid_authorization", "the Authorization header must be `Bearer <api key>`"))
+            Err(unauthorized(
+                "invalid_authorization",
+                "the Authorization header must be `Bearer <api key>`",
+            ))
         } else {
             Ok(None)
         };
@@ -56,7 +74,10 @@ async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<Option<(Tena
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!("rate limit of {} requests per second exceeded; retry in {} s", st.config.rate_limit.per_second, d.retry_after_secs),
+            format!(
+                "rate limit of {} requests per second exceeded; retry in {} s",
+                st.config.rate_limit.per_second, d.retry_after_secs
+            ),
         )
         .header(RETRY_AFTER, d.retry_after_secs);
         for (n, v) in rate_headers(&d) {
@@ -73,12 +94,17 @@ async fn run_authed(st: AppState, mut req: Request, next: Next, required: bool) 
             req.extensions_mut().insert(Authed(tenant));
             let mut resp = next.run(req).await;
             for (n, v) in rate_headers(&d) {
-                resp.headers_mut().insert(n, HeaderValue::from_str(&v).expect("digits"));
+                resp.headers_mut()
+                    .insert(n, HeaderValue::from_str(&v).expect("digits"));
             }
             resp
         }
         Ok(None) if !required => next.run(req).await,
-        Ok(None) => unauthorized("missing_api_key", "send the API key as `Authorization: Bearer <key>`").into_response(),
+        Ok(None) => unauthorized(
+            "missing_api_key",
+            "send the API key as `Authorization: Bearer <key>`",
+        )
+        .into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -97,14 +123,29 @@ pub async fn optional_tenant(State(st): State<AppState>, req: Request, next: Nex
 /// hashes, so length differences leak nothing either).
 pub async fn require_admin(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let Some(admin) = st.config.admin_key.as_deref().filter(|k| !k.is_empty()) else {
-        return ApiError::new(StatusCode::FORBIDDEN, "admin_disabled", "the admin API is disabled: set admin_key (EASEL_ADMIN_KEY)")
-            .into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is disabled: set admin_key (EASEL_ADMIN_KEY)",
+        )
+        .into_response();
     };
     let Some(given) = bearer(req.headers()) else {
-        return unauthorized("missing_api_key", "send the admin key as `Authorization: Bearer <key>`").into_response();
+        return unauthorized(
+            "missing_api_key",
+            "send the admin key as `Authorization: Bearer <key>`",
+        )
+        .into_response();
     };
-    let (a, b) = (Sha256::digest(admin.as_bytes()), Sha256::digest(given.as_bytes()));
-    if a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) != 0 {
+    let (a, b) = (
+        Sha256::digest(admin.as_bytes()),
+        Sha256::digest(given.as_bytes()),
+    );
+    if a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        != 0
+    {
         return unauthorized("invalid_admin_key", "the admin key is not valid").into_response();
     }
     next.run(req).await

@@ -36,7 +36,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code: code.to_owned(), message: message.into(), param: None, headers: vec![] }
+        ApiError {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+            param: None,
+            headers: vec![],
+        }
     }
     pub fn param(mut self, p: impl Into<String>) -> ApiError {
         self.param = Some(p.into());
@@ -50,17 +56,31 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
     pub fn not_found(what: &str, id: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {id} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} {id} not found"),
+        )
     }
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!("internal error: {e}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", format!("internal error: {e}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("internal error: {e}"),
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, param: self.param } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                param: self.param,
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
@@ -75,21 +95,44 @@ impl From<JobError> for ApiError {
     fn from(e: JobError) -> Self {
         let msg = e.to_string();
         match e {
-            JobError::UnknownTask(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_task", msg).param("task"),
-            JobError::InvalidParam(p) => ApiError::bad_request("invalid_parameter", p.message).param(p.param),
-            JobError::InvalidInput { code, param, message } => {
-                let status = if code == "image_too_large" { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            JobError::UnknownTask(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_task", msg).param("task")
+            }
+            JobError::InvalidParam(p) => {
+                ApiError::bad_request("invalid_parameter", p.message).param(p.param)
+            }
+            JobError::InvalidInput {
+                code,
+                param,
+                message,
+            } => {
+                let status = if code == "image_too_large" {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
                 ApiError::new(status, code, message).param(param)
             }
-            JobError::FileNotFound { param, .. } => ApiError::new(StatusCode::NOT_FOUND, "file_not_found", msg).param(param),
-            JobError::InsufficientCredits { .. } => ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", msg),
-            JobError::QueueFull(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", msg)
-                .header(axum::http::header::RETRY_AFTER, 5),
-            JobError::TenantQueueFull(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_queued_jobs", msg)
-                .header(axum::http::header::RETRY_AFTER, 5),
-            JobError::IdempotencyMismatch => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", msg).param("Idempotency-Key")
+            JobError::FileNotFound { param, .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "file_not_found", msg).param(param)
             }
+            JobError::InsufficientCredits { .. } => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", msg)
+            }
+            JobError::QueueFull(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", msg)
+                    .header(axum::http::header::RETRY_AFTER, 5)
+            }
+            JobError::TenantQueueFull(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_queued_jobs", msg)
+                    .header(axum::http::header::RETRY_AFTER, 5)
+            }
+            JobError::IdempotencyMismatch => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                msg,
+            )
+            .param("Idempotency-Key"),
             JobError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", msg),
             JobError::Files(f) => f.into(),
             JobError::Db(d) => d.into(),
@@ -110,8 +153,12 @@ impl From<TenantError> for ApiError {
     fn from(e: TenantError) -> Self {
         match e {
             TenantError::NotFound(id) => ApiError::not_found("tenant", &id),
-            TenantError::InvalidName => ApiError::bad_request("invalid_parameter", e.to_string()).param("name"),
-            TenantError::NegativeBalance { .. } => ApiError::bad_request("invalid_parameter", e.to_string()).param("credits"),
+            TenantError::InvalidName => {
+                ApiError::bad_request("invalid_parameter", e.to_string()).param("name")
+            }
+            TenantError::NegativeBalance { .. } => {
+                ApiError::bad_request("invalid_parameter", e.to_string()).param("credits")
+            }
             TenantError::Db(d) => d.into(),
         }
     }

@@ -74,7 +74,10 @@ pub async fn upload(
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the request body is larger than {} bytes", st.config.limits.max_body_bytes),
+            format!(
+                "the request body is larger than {} bytes",
+                st.config.limits.max_body_bytes
+            ),
         )
     };
     let mut file: Option<(Bytes, Option<String>)> = None;
@@ -95,12 +98,22 @@ pub async fn upload(
         if name == "file" {
             file = Some((bytes, filename));
         } else {
-            return Err(ApiError::bad_request("invalid_parameter", format!("unexpected field `{name}`; send one `file` part")).param(name));
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("unexpected field `{name}`; send one `file` part"),
+            )
+            .param(name));
         }
     }
-    let (bytes, filename) = file.ok_or_else(|| ApiError::bad_request("missing_input", "send the image as a `file` part").param("file"))?;
+    let (bytes, filename) = file.ok_or_else(|| {
+        ApiError::bad_request("missing_input", "send the image as a `file` part").param("file")
+    })?;
     let probe = image_io::probe(&bytes, &st.jobs.image_limits()).map_err(|e| {
-        let status = if e.code == "image_too_large" { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+        let status = if e.code == "image_too_large" {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
         ApiError::new(status, e.code, e.message).param("file")
     })?;
     let rec = st
@@ -149,14 +162,27 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let rec = match (q.expires, q.sig.as_deref()) {
         (Some(exp), Some(sig)) => {
-            if !st.jobs.urls.signer.verify(&id, exp, sig, ids::now_ms() / 1000) {
-                return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", "the signed URL is invalid or has expired"));
+            if !st
+                .jobs
+                .urls
+                .signer
+                .verify(&id, exp, sig, ids::now_ms() / 1000)
+            {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "invalid_signature",
+                    "the signed URL is invalid or has expired",
+                ));
             }
             st.jobs.files.get(id.clone(), None).await?
         }
         _ => {
             let Some(axum::Extension(Authed(t))) = authed else {
-                return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing_api_key", "use a signed URL or send `Authorization: Bearer <key>`"));
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_api_key",
+                    "use a signed URL or send `Authorization: Bearer <key>`",
+                ));
             };
             if !ids::is_id(&id, "file") {
                 return Err(ApiError::not_found("file", &id));
@@ -167,8 +193,15 @@ pub async fn download(
     let bytes = st.jobs.files.read(&rec).await?;
     let mut resp = bytes.into_response();
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_str(&rec.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&rec.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
     let ext = rec.content_type.rsplit('/').next().unwrap_or("bin");
     if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{}.{ext}\"", rec.id)) {
         h.insert(CONTENT_DISPOSITION, v);
@@ -191,7 +224,11 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let Some(axum::Extension(Authed(t))) = authed else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing_api_key", "send `Authorization: Bearer <key>`"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "send `Authorization: Bearer <key>`",
+        ));
     };
     if !ids::is_id(&id, "file") {
         return Err(ApiError::not_found("file", &id));

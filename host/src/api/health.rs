@@ -19,7 +19,10 @@ pub struct Health {
 /// Liveness.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -52,7 +55,10 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Ready>) {
     let db_ok = st.jobs.db.writable().await;
     let blobs = st.jobs.files.blobs.clone();
     let storage_ok = tokio::time::timeout(Duration::from_secs(3), async {
-        blobs.put("_readyz/probe", bytes::Bytes::from_static(b"ok")).await.is_ok()
+        blobs
+            .put("_readyz/probe", bytes::Bytes::from_static(b"ok"))
+            .await
+            .is_ok()
             && blobs.get("_readyz/probe").await.is_ok()
     })
     .await
@@ -65,7 +71,13 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Ready>) {
             error: None,
             required: st.config.gpu.required,
         },
-        Err(e) => GpuStatus { available: false, adapter: None, backend: None, error: Some(e.clone()), required: st.config.gpu.required },
+        Err(e) => GpuStatus {
+            available: false,
+            adapter: None,
+            backend: None,
+            error: Some(e.clone()),
+            required: st.config.gpu.required,
+        },
     };
     let ready = db_ok && storage_ok && (gpu.available || !gpu.required);
     let body = Ready {
@@ -75,5 +87,12 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Ready>) {
         storage: st.jobs.files.blobs.describe(),
         gpu,
     };
-    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
 }

@@ -29,7 +29,11 @@ type Tenant = axum::Extension<Authed>;
         (status = 404, description = "No such job for this tenant", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub async fn get(State(st): State<AppState>, axum::Extension(Authed(t)): Tenant, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    axum::Extension(Authed(t)): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
     Ok(Json(st.jobs.view(&st.jobs.get(&t.id, &id).await?)))
 }
 
@@ -61,20 +65,39 @@ pub struct JobList {
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub async fn list(State(st): State<AppState>, axum::Extension(Authed(t)): Tenant, Query(q): Query<ListQuery>) -> Result<Json<JobList>, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    axum::Extension(Authed(t)): Tenant,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
     let max = st.config.limits.max_page_size;
     let limit = q.limit.unwrap_or(20.min(max));
     if limit == 0 || limit > max {
-        return Err(ApiError::bad_request("invalid_parameter", format!("must be between 1 and {max}")).param("limit"));
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("must be between 1 and {max}"),
+        )
+        .param("limit"));
     }
     let status = match q.status.as_deref() {
         Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            ApiError::bad_request("invalid_parameter", "must be queued, running, succeeded, failed or canceled").param("status")
+            ApiError::bad_request(
+                "invalid_parameter",
+                "must be queued, running, succeeded, failed or canceled",
+            )
+            .param("status")
         })?),
         None => None,
     };
-    let page = st.jobs.list(&t.id, status, q.after.as_deref(), limit).await?;
-    let next_cursor = if page.has_more { page.jobs.last().map(|j| j.id.clone()) } else { None };
+    let page = st
+        .jobs
+        .list(&t.id, status, q.after.as_deref(), limit)
+        .await?;
+    let next_cursor = if page.has_more {
+        page.jobs.last().map(|j| j.id.clone())
+    } else {
+        None
+    };
     Ok(Json(JobList {
         object: "list",
         data: page.jobs.iter().map(|j| st.jobs.view(j)).collect(),
@@ -94,7 +117,11 @@ pub async fn list(State(st): State<AppState>, axum::Extension(Authed(t)): Tenant
         (status = 404, description = "No such job for this tenant", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub async fn cancel(State(st): State<AppState>, axum::Extension(Authed(t)): Tenant, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+pub async fn cancel(
+    State(st): State<AppState>,
+    axum::Extension(Authed(t)): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
     Ok(Json(st.jobs.view(&st.jobs.cancel(&t.id, &id).await?)))
 }
 
@@ -107,7 +134,11 @@ pub async fn cancel(State(st): State<AppState>, axum::Extension(Authed(t)): Tena
         (status = 404, description = "No such job for this tenant", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub async fn webhooks(State(st): State<AppState>, axum::Extension(Authed(t)): Tenant, Path(id): Path<String>) -> Result<Json<Vec<Delivery>>, ApiError> {
+pub async fn webhooks(
+    State(st): State<AppState>,
+    axum::Extension(Authed(t)): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Delivery>>, ApiError> {
     let job = st.jobs.get(&t.id, &id).await?;
     Ok(Json(st.jobs.webhooks.deliveries(job.id).await?))
 }
@@ -194,10 +225,14 @@ pub async fn events(
         drop(rx);
         jobs.events.release(&job.id);
     });
-    let stream = futures_util::stream::unfold(out, |mut out| async move { out.recv().await.map(|e| (Ok(e), out)) });
+    let stream = futures_util::stream::unfold(out, |mut out| async move {
+        out.recv().await.map(|e| (Ok(e), out))
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 fn json<T: Serialize>(name: &str, v: &T) -> Event {
-    Event::default().event(name).data(serde_json::to_string(v).expect("event data serializes"))
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(v).expect("event data serializes"))
 }

@@ -41,9 +41,26 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(jobs: Arc<Jobs>, tenants: Tenants, config: Arc<Config>, metrics: Arc<Metrics>, models_dir: PathBuf) -> Self {
-        let limiter = Arc::new(RateLimiter::new(config.rate_limit.per_second, config.rate_limit.burst));
-        let mut st = AppState { jobs, tenants, limiter, config, metrics, models_dir, openapi: Arc::new(serde_json::Value::Null) };
+    pub fn new(
+        jobs: Arc<Jobs>,
+        tenants: Tenants,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        models_dir: PathBuf,
+    ) -> Self {
+        let limiter = Arc::new(RateLimiter::new(
+            config.rate_limit.per_second,
+            config.rate_limit.burst,
+        ));
+        let mut st = AppState {
+            jobs,
+            tenants,
+            limiter,
+            config,
+            metrics,
+            models_dir,
+            openapi: Arc::new(serde_json::Value::Null),
+        };
         st.openapi = Arc::new(openapi::document(&models::task_infos(&st)));
         st
     }
@@ -68,7 +85,10 @@ pub fn router(st: AppState) -> Router {
         .route_layer(from_fn_with_state(st.clone(), auth::optional_tenant));
     let admin = Router::new()
         .route("/v1/admin/tenants", post(admin::create).get(admin::list))
-        .route("/v1/admin/tenants/{id}", get(admin::get).patch(admin::update))
+        .route(
+            "/v1/admin/tenants/{id}",
+            get(admin::get).patch(admin::update),
+        )
         .route("/v1/admin/tenants/{id}/credits", post(admin::credits))
         .route("/v1/admin/tenants/{id}/rotate-key", post(admin::rotate_key))
         .route_layer(from_fn_with_state(st.clone(), auth::require_admin));
@@ -82,7 +102,11 @@ pub fn router(st: AppState) -> Router {
         .merge(admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
         })
         .layer(DefaultBodyLimit::max(st.config.limits.max_body_bytes))
         .layer(from_fn_with_state(st.clone(), metrics::track))

@@ -51,7 +51,10 @@ pub struct ModelsResponse {
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub async fn list(State(st): State<AppState>, _t: axum::Extension<Authed>) -> Result<Json<ModelsResponse>, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    _t: axum::Extension<Authed>,
+) -> Result<Json<ModelsResponse>, ApiError> {
     Ok(Json(models_response(&st)))
 }
 
@@ -67,7 +70,11 @@ pub fn task_infos(st: &AppState) -> Vec<TaskInfo> {
             needs_gpu: t.needs_gpu(),
             available: !t.needs_gpu() || jobs.gpu.is_ok(),
             inputs: t.inputs().to_vec(),
-            params: t.params().iter().map(|p| (p.name.to_owned(), p.json_schema())).collect(),
+            params: t
+                .params()
+                .iter()
+                .map(|p| (p.name.to_owned(), p.json_schema()))
+                .collect(),
             models: t.models(),
         })
         .collect()
@@ -91,5 +98,9 @@ fn models_response(st: &AppState) -> ModelsResponse {
         }
     }
     models.sort_by(|a, b| a.name.cmp(&b.name));
-    ModelsResponse { tasks: task_infos(st), models, loaded }
+    ModelsResponse {
+        tasks: task_infos(st),
+        models,
+        loaded,
+    }
 }

@@ -16,10 +16,21 @@ impl Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let c = doc.components.get_or_insert_with(Default::default);
         let bearer = |d: &str| {
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(d)).build())
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(d))
+                    .build(),
+            )
         };
-        c.add_security_scheme("api_key", bearer("A tenant API key (`easel tenants create`)"));
-        c.add_security_scheme("admin_key", bearer("The operator's admin key (admin_key / EASEL_ADMIN_KEY)"));
+        c.add_security_scheme(
+            "api_key",
+            bearer("A tenant API key (`easel tenants create`)"),
+        );
+        c.add_security_scheme(
+            "admin_key",
+            bearer("The operator's admin key (admin_key / EASEL_ADMIN_KEY)"),
+        );
     }
 }
 
@@ -63,7 +74,10 @@ pub fn document(st_tasks: &[models::TaskInfo]) -> Value {
         let mut body = serde_json::Map::new();
         let mut required = vec![];
         for i in &t.inputs {
-            multipart.insert(i.name.into(), json!({"type": "string", "format": "binary", "description": i.description}));
+            multipart.insert(
+                i.name.into(),
+                json!({"type": "string", "format": "binary", "description": i.description}),
+            );
             body.insert(i.name.into(), json!({"type": "string", "contentEncoding": "base64", "description": format!("{} (base64 or data: URL)", i.description)}));
             let file_id = json!({"type": "string", "description": format!("id of an uploaded file to use as `{}`", i.name)});
             multipart.insert(format!("{}_file_id", i.name), file_id.clone());
@@ -77,9 +91,18 @@ pub fn document(st_tasks: &[models::TaskInfo]) -> Value {
             body.insert(name.clone(), schema.clone());
         }
         let common = [
-            ("webhook", json!({"type": "string", "format": "uri", "description": "URL to POST job events to"})),
-            ("webhook_events_filter", json!({"type": "array", "items": {"enum": ["start", "progress", "completed"]}, "description": "default [completed]"})),
-            ("priority", json!({"type": "integer", "minimum": 0, "maximum": 9, "default": 5})),
+            (
+                "webhook",
+                json!({"type": "string", "format": "uri", "description": "URL to POST job events to"}),
+            ),
+            (
+                "webhook_events_filter",
+                json!({"type": "array", "items": {"enum": ["start", "progress", "completed"]}, "description": "default [completed]"}),
+            ),
+            (
+                "priority",
+                json!({"type": "integer", "minimum": 0, "maximum": 9, "default": 5}),
+            ),
         ];
         for (k, v) in common {
             multipart.insert(k.into(), v.clone());
@@ -87,7 +110,10 @@ pub fn document(st_tasks: &[models::TaskInfo]) -> Value {
         }
         let mut op = generic["post"].clone();
         op["operationId"] = json!(format!("run_{}", t.name.replace('-', "_")));
-        op["summary"] = json!(format!("Run `{}`: {} ({} credits)", t.name, t.description, t.credits));
+        op["summary"] = json!(format!(
+            "Run `{}`: {} ({} credits)",
+            t.name, t.description, t.credits
+        ));
         if let Some(params) = op["parameters"].as_array_mut() {
             params.retain(|p| p["in"] != "path");
         }

@@ -67,23 +67,37 @@ pub async fn submit(
     req: Request,
 ) -> Result<Response, ApiError> {
     let task = st.jobs.registry.get(&task_name).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "unknown_task", format!("no task named `{task_name}`")).param("task")
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_task",
+            format!("no task named `{task_name}`"),
+        )
+        .param("task")
     })?;
     let headers = req.headers().clone();
     let idempotency_key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
-                .map_err(|_| ApiError::bad_request("invalid_parameter", "must be visible ASCII").param("Idempotency-Key"))?
+                .map_err(|_| {
+                    ApiError::bad_request("invalid_parameter", "must be visible ASCII")
+                        .param("Idempotency-Key")
+                })?
                 .to_owned(),
         ),
         None => None,
     };
     let wait = prefer_wait(&headers, st.config.limits.max_wait_secs);
-    let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let mut sreq = if ct.starts_with("multipart/form-data") {
         from_multipart(&st, task.as_ref(), req).await?
     } else if ct.starts_with("application/json") {
-        let body = axum::body::to_bytes(req.into_body(), st.config.limits.max_body_bytes).await.map_err(|_| too_large(&st))?;
+        let body = axum::body::to_bytes(req.into_body(), st.config.limits.max_body_bytes)
+            .await
+            .map_err(|_| too_large(&st))?;
         from_json(task.as_ref(), &body)?
     } else {
         return Err(ApiError::new(
@@ -102,15 +116,28 @@ pub async fn submit(
         Some(w) => st.jobs.wait(&tenant.id, &job.id, w).await?,
         None => job,
     };
-    let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let mut resp = (status, Json(st.jobs.view(&job))).into_response();
     let h = resp.headers_mut();
-    h.insert(LOCATION, format!("/v1/jobs/{}", job.id).parse().expect("ascii id"));
+    h.insert(
+        LOCATION,
+        format!("/v1/jobs/{}", job.id).parse().expect("ascii id"),
+    );
     if let Some(w) = wait {
-        h.insert(HeaderName::from_static("preference-applied"), format!("wait={}", w.as_secs()).parse().expect("ascii"));
+        h.insert(
+            HeaderName::from_static("preference-applied"),
+            format!("wait={}", w.as_secs()).parse().expect("ascii"),
+        );
     }
     if replayed {
-        h.insert(HeaderName::from_static("idempotent-replayed"), "true".parse().expect("ascii"));
+        h.insert(
+            HeaderName::from_static("idempotent-replayed"),
+            "true".parse().expect("ascii"),
+        );
     }
     Ok(resp)
 }
@@ -139,7 +166,10 @@ fn too_large(st: &AppState) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
-        format!("the request body is larger than {} bytes", st.config.limits.max_body_bytes),
+        format!(
+            "the request body is larger than {} bytes",
+            st.config.limits.max_body_bytes
+        ),
     )
 }
 
@@ -161,16 +191,28 @@ fn parse_priority(v: &Value) -> Result<i64, ApiError> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
-    .ok_or_else(|| ApiError::bad_request("invalid_parameter", format!("must be an integer, got {v}")).param("priority"))
+    .ok_or_else(|| {
+        ApiError::bad_request("invalid_parameter", format!("must be an integer, got {v}"))
+            .param("priority")
+    })
 }
 
 fn split_events(s: &str) -> Vec<String> {
-    s.split(',').map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect()
+    s.split(',')
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect()
 }
 
-async fn from_multipart(st: &AppState, task: &dyn Task, req: Request) -> Result<SubmitRequest, ApiError> {
+async fn from_multipart(
+    st: &AppState,
+    task: &dyn Task,
+    req: Request,
+) -> Result<SubmitRequest, ApiError> {
     let mut out = empty_request();
-    let mut mp = Multipart::from_request(req, st).await.map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+    let mut mp = Multipart::from_request(req, st)
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
     let inputs = task.inputs();
     loop {
         let field = match mp.next_field().await {
@@ -184,20 +226,30 @@ async fn from_multipart(st: &AppState, task: &dyn Task, req: Request) -> Result<
         let bytes = match field.bytes().await {
             Ok(b) => b,
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large(st)),
-            Err(e) => return Err(ApiError::bad_request("invalid_multipart", e.body_text()).param(name)),
+            Err(e) => {
+                return Err(ApiError::bad_request("invalid_multipart", e.body_text()).param(name));
+            }
         };
         if inputs.iter().any(|i| i.name == name) {
-            out.inputs.push((name, InputSource::Bytes { bytes, filename }));
+            out.inputs
+                .push((name, InputSource::Bytes { bytes, filename }));
             continue;
         }
-        let text = String::from_utf8(bytes.to_vec())
-            .map_err(|_| ApiError::bad_request("invalid_parameter", "must be UTF-8 text").param(name.clone()))?;
-        if let Some(input) = name.strip_suffix("_file_id").filter(|n| inputs.iter().any(|i| i.name == *n)) {
-            out.inputs.push((input.to_owned(), InputSource::File(text.trim().to_owned())));
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+            ApiError::bad_request("invalid_parameter", "must be UTF-8 text").param(name.clone())
+        })?;
+        if let Some(input) = name
+            .strip_suffix("_file_id")
+            .filter(|n| inputs.iter().any(|i| i.name == *n))
+        {
+            out.inputs
+                .push((input.to_owned(), InputSource::File(text.trim().to_owned())));
         } else if name == "webhook" {
             out.webhook = Some(text.trim().to_owned());
         } else if name == "webhook_events_filter" {
-            out.webhook_events.get_or_insert_with(Vec::new).extend(split_events(&text));
+            out.webhook_events
+                .get_or_insert_with(Vec::new)
+                .extend(split_events(&text));
         } else if name == "priority" {
             out.priority = Some(parse_priority(&Value::String(text))?);
         } else {
@@ -208,38 +260,65 @@ async fn from_multipart(st: &AppState, task: &dyn Task, req: Request) -> Result<
 }
 
 fn from_json(task: &dyn Task, body: &Bytes) -> Result<SubmitRequest, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
     let Value::Object(map) = v else {
-        return Err(ApiError::bad_request("invalid_json", "the body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
     };
     let mut out = empty_request();
     let inputs = task.inputs();
     for (k, v) in map {
         if inputs.iter().any(|i| i.name == k) {
             let s = v.as_str().ok_or_else(|| {
-                ApiError::bad_request("invalid_parameter", "must be a base64 string or data: URL").param(k.clone())
+                ApiError::bad_request("invalid_parameter", "must be a base64 string or data: URL")
+                    .param(k.clone())
             })?;
-            out.inputs.push((k.clone(), InputSource::Bytes { bytes: decode_base64(s).map_err(|m| ApiError::bad_request("invalid_base64", m).param(k))?, filename: None }));
-        } else if let Some(input) = k.strip_suffix("_file_id").filter(|n| inputs.iter().any(|i| i.name == *n)) {
-            let id = v.as_str().ok_or_else(|| ApiError::bad_request("invalid_parameter", "must be a file id").param(k.clone()))?;
-            out.inputs.push((input.to_owned(), InputSource::File(id.to_owned())));
+            out.inputs.push((
+                k.clone(),
+                InputSource::Bytes {
+                    bytes: decode_base64(s)
+                        .map_err(|m| ApiError::bad_request("invalid_base64", m).param(k))?,
+                    filename: None,
+                },
+            ));
+        } else if let Some(input) = k
+            .strip_suffix("_file_id")
+            .filter(|n| inputs.iter().any(|i| i.name == *n))
+        {
+            let id = v.as_str().ok_or_else(|| {
+                ApiError::bad_request("invalid_parameter", "must be a file id").param(k.clone())
+            })?;
+            out.inputs
+                .push((input.to_owned(), InputSource::File(id.to_owned())));
         } else if RESERVED.contains(&k.as_str()) {
             match k.as_str() {
                 "webhook" => {
                     out.webhook = Some(
                         v.as_str()
-                            .ok_or_else(|| ApiError::bad_request("invalid_parameter", "must be a URL string").param("webhook"))?
+                            .ok_or_else(|| {
+                                ApiError::bad_request("invalid_parameter", "must be a URL string")
+                                    .param("webhook")
+                            })?
                             .to_owned(),
                     )
                 }
                 "webhook_events_filter" => {
                     out.webhook_events = Some(match &v {
-                        Value::Array(a) => a.iter().map(|e| e.as_str().unwrap_or("").to_owned()).collect(),
+                        Value::Array(a) => a
+                            .iter()
+                            .map(|e| e.as_str().unwrap_or("").to_owned())
+                            .collect(),
                         Value::String(s) => split_events(s),
                         _ => {
-                            return Err(ApiError::bad_request("invalid_parameter", "must be a list of event names")
-                                .param("webhook_events_filter"));
+                            return Err(ApiError::bad_request(
+                                "invalid_parameter",
+                                "must be a list of event names",
+                            )
+                            .param("webhook_events_filter"));
                         }
                     })
                 }
@@ -255,10 +334,17 @@ fn from_json(task: &dyn Task, body: &Bytes) -> Result<SubmitRequest, ApiError> {
 /// Base64 (standard or URL-safe, padding optional) or a `data:...;base64,` URL.
 fn decode_base64(s: &str) -> Result<Bytes, String> {
     let payload = match s.strip_prefix("data:") {
-        Some(rest) => rest.split_once(";base64,").ok_or("data: URLs must be base64 encoded")?.1,
+        Some(rest) => {
+            rest.split_once(";base64,")
+                .ok_or("data: URLs must be base64 encoded")?
+                .1
+        }
         None => s,
     };
-    let clean: String = payload.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let clean: String = payload
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
         if let Ok(b) = engine.decode(&clean) {
@@ -290,7 +376,10 @@ mod tests {
     fn base64_forms() {
         assert_eq!(&decode_base64("aGk=").unwrap()[..], b"hi");
         assert_eq!(&decode_base64("aGk").unwrap()[..], b"hi");
-        assert_eq!(&decode_base64("data:image/png;base64,aGk=").unwrap()[..], b"hi");
+        assert_eq!(
+            &decode_base64("data:image/png;base64,aGk=").unwrap()[..],
+            b"hi"
+        );
         assert!(decode_base64("data:text/plain,hi").is_err());
         assert!(decode_base64("!!!").is_err());
     }

@@ -18,8 +18,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args, data_dir: &Path, models_dir: &Path) -> anyhow::Result<()> {
-    let file = args.config.or_else(|| Some(PathBuf::from("easel.toml")).filter(|p| p.exists()));
-    let mut config = Config::load(file.as_deref(), std::env::vars()).context("loading the configuration")?;
+    let file = args
+        .config
+        .or_else(|| Some(PathBuf::from("easel.toml")).filter(|p| p.exists()));
+    let mut config =
+        Config::load(file.as_deref(), std::env::vars()).context("loading the configuration")?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

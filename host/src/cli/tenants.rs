@@ -46,15 +46,21 @@ pub struct CreditsArgs {
 }
 
 pub fn run(cmd: TenantsCommand, data_dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let db = Db::open(data_dir).with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let db = Db::open(data_dir)
+        .with_context(|| format!("opening the database in {}", data_dir.display()))?;
     db.call_sync(|c| match cmd {
         TenantsCommand::Create(a) => {
-            let t = tenants::create(c, &a.name, a.credits, a.priority).context("creating the tenant")?;
+            let t = tenants::create(c, &a.name, a.credits, a.priority)
+                .context("creating the tenant")?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {
-                println!("created tenant {} ({}) with {} credits", t.tenant.name, t.tenant.id, t.tenant.credits);
+                println!(
+                    "created tenant {} ({}) with {} credits",
+                    t.tenant.name, t.tenant.id, t.tenant.credits
+                );
                 println!("api key (shown only now; store it): {}", t.api_key);
                 println!("webhook signing secret: {}", t.tenant.webhook_secret);
             }
@@ -67,7 +73,10 @@ pub fn run(cmd: TenantsCommand, data_dir: &Path) -> anyhow::Result<()> {
             } else {
                 for t in all {
                     let off = if t.disabled { " (disabled)" } else { "" };
-                    println!("{}  {}  credits={} priority={}{off}", t.id, t.name, t.credits, t.priority);
+                    println!(
+                        "{}  {}  credits={} priority={}{off}",
+                        t.id, t.name, t.credits, t.priority
+                    );
                 }
             }
             Ok(())

@@ -16,11 +16,19 @@ use crate::tasks::Progress;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// Jobs ahead of this one in its lane (0 = next).
-    Queued { position: usize },
-    Started { attempt: u32 },
+    Queued {
+        position: usize,
+    },
+    Started {
+        attempt: u32,
+    },
     Progress(Progress),
-    Log { message: String },
-    Completed { status: JobStatus },
+    Log {
+        message: String,
+    },
+    Completed {
+        status: JobStatus,
+    },
 }
 
 impl JobEvent {
@@ -44,7 +52,9 @@ pub struct EventBus {
 impl EventBus {
     pub fn subscribe(&self, job_id: &str) -> broadcast::Receiver<JobEvent> {
         let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        ch.entry(job_id.to_owned()).or_insert_with(|| broadcast::channel(256).0).subscribe()
+        ch.entry(job_id.to_owned())
+            .or_insert_with(|| broadcast::channel(256).0)
+            .subscribe()
     }
 
     /// Sends to current listeners; without listeners this is a no-op. After
@@ -69,6 +79,9 @@ impl EventBus {
     }
 
     pub fn listened(&self) -> usize {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }

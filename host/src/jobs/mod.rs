@@ -41,7 +41,11 @@ pub enum JobError {
     #[error("{0}")]
     InvalidParam(ParamError),
     #[error("{message}")]
-    InvalidInput { code: &'static str, param: String, message: String },
+    InvalidInput {
+        code: &'static str,
+        param: String,
+        message: String,
+    },
     #[error("file {id} not found")]
     FileNotFound { param: String, id: String },
     #[error("this job costs {needed} credits; the balance is {balance}")]
@@ -67,13 +71,19 @@ impl From<rusqlite::Error> for JobError {
 }
 
 fn bad_param(param: &str, message: impl Into<String>) -> JobError {
-    JobError::InvalidParam(ParamError { param: param.to_owned(), message: message.into() })
+    JobError::InvalidParam(ParamError {
+        param: param.to_owned(),
+        message: message.into(),
+    })
 }
 
 /// Where one task input comes from.
 pub enum InputSource {
     /// Bytes sent with the request (multipart file or base64).
-    Bytes { bytes: Bytes, filename: Option<String> },
+    Bytes {
+        bytes: Bytes,
+        filename: Option<String>,
+    },
     /// A file uploaded earlier with `POST /v1/files`.
     File(String),
 }
@@ -177,24 +187,41 @@ impl Jobs {
 
     /// Checks and records a job, reserving its credits; it is then queued.
     pub async fn submit(&self, tenant: &Tenant, req: SubmitRequest) -> Result<Submitted, JobError> {
-        let task = self.registry.get(&req.task).ok_or_else(|| JobError::UnknownTask(req.task.clone()))?;
-        let params = params::validate(task.name(), &task.params(), &req.params).map_err(JobError::InvalidParam)?;
+        let task = self
+            .registry
+            .get(&req.task)
+            .ok_or_else(|| JobError::UnknownTask(req.task.clone()))?;
+        let params = params::validate(task.name(), &task.params(), &req.params)
+            .map_err(JobError::InvalidParam)?;
         let priority = req.priority.unwrap_or(5);
         if !(0..=9).contains(&priority) {
-            return Err(bad_param("priority", format!("must be between 0 and 9, got {priority}")));
+            return Err(bad_param(
+                "priority",
+                format!("must be between 0 and 9, got {priority}"),
+            ));
         }
         if let Some(u) = &req.webhook {
             let url = ssrf::parse(u).map_err(|e| bad_param("webhook", e.to_string()))?;
-            ssrf::resolve(&url, self.webhooks.allow_private()).await.map_err(|e| bad_param("webhook", e.to_string()))?;
+            ssrf::resolve(&url, self.webhooks.allow_private())
+                .await
+                .map_err(|e| bad_param("webhook", e.to_string()))?;
         }
         let webhook_events = match (&req.webhook, &req.webhook_events) {
             (_, None) => vec![WebhookEvent::Completed],
-            (None, Some(_)) => return Err(bad_param("webhook_events_filter", "given without a webhook URL")),
+            (None, Some(_)) => {
+                return Err(bad_param(
+                    "webhook_events_filter",
+                    "given without a webhook URL",
+                ));
+            }
             (Some(_), Some(list)) => {
                 let mut v = Vec::new();
                 for s in list {
                     let e = WebhookEvent::parse(s).ok_or_else(|| {
-                        bad_param("webhook_events_filter", format!("`{s}` is not one of start, progress, completed"))
+                        bad_param(
+                            "webhook_events_filter",
+                            format!("`{s}` is not one of start, progress, completed"),
+                        )
                     })?;
                     if !v.contains(&e) {
                         v.push(e);
@@ -212,7 +239,11 @@ impl Jobs {
                 return Err(JobError::InvalidInput {
                     code: "unknown_input",
                     param: name.clone(),
-                    message: format!("task `{}` takes no input `{name}` (inputs: {})", task.name(), known.join(", ")),
+                    message: format!(
+                        "task `{}` takes no input `{name}` (inputs: {})",
+                        task.name(),
+                        known.join(", ")
+                    ),
                 });
             }
             if req.inputs[..i].iter().any(|(n, _)| n == name) {
@@ -241,10 +272,15 @@ impl Jobs {
         let mut existing = Vec::new();
         let mut fingerprint = Vec::new();
         for (name, src) in req.inputs {
-            let invalid = |e: image_io::ImageError, param: String| JobError::InvalidInput { code: e.code, param, message: e.message };
+            let invalid = |e: image_io::ImageError, param: String| JobError::InvalidInput {
+                code: e.code,
+                param,
+                message: e.message,
+            };
             match src {
                 InputSource::Bytes { bytes, filename } => {
-                    let probe = image_io::probe(&bytes, &limits).map_err(|e| invalid(e, name.clone()))?;
+                    let probe =
+                        image_io::probe(&bytes, &limits).map_err(|e| invalid(e, name.clone()))?;
                     fingerprint.push(json!([name, hex::encode(Sha256::digest(&bytes))]));
                     fresh.push((name, bytes, filename, probe));
                 }
@@ -256,7 +292,9 @@ impl Jobs {
                         Err(FileError::NotFound(id.clone()))
                     };
                     let rec = match rec {
-                        Err(FileError::NotFound(_)) => return Err(JobError::FileNotFound { param, id }),
+                        Err(FileError::NotFound(_)) => {
+                            return Err(JobError::FileNotFound { param, id });
+                        }
                         r => r?,
                     };
                     if let (Some(w), Some(h)) = (rec.width, rec.height) {
@@ -281,7 +319,11 @@ impl Jobs {
                 return Err(bad_param("Idempotency-Key", "must be 1 to 255 characters"));
             }
             let (t, k) = (tenant_id.clone(), key.clone());
-            if let Some(j) = self.db.call(move |c| store::by_idempotency_key(c, &t, &k)).await? {
+            if let Some(j) = self
+                .db
+                .call(move |c| store::by_idempotency_key(c, &t, &k))
+                .await?
+            {
                 return replay(j, &request_hash);
             }
         }
@@ -308,7 +350,10 @@ impl Jobs {
             };
             match self.files.put_blob(new, bytes).await {
                 Ok(rec) => {
-                    inputs.push(JobInput { name, file_id: rec.id.clone() });
+                    inputs.push(JobInput {
+                        name,
+                        file_id: rec.id.clone(),
+                    });
                     new_files.push(rec);
                 }
                 Err(e) => {
@@ -317,7 +362,10 @@ impl Jobs {
                 }
             }
         }
-        inputs.extend(existing.into_iter().map(|(name, rec)| JobInput { name, file_id: rec.id }));
+        inputs.extend(existing.into_iter().map(|(name, rec)| JobInput {
+            name,
+            file_id: rec.id,
+        }));
 
         let cost = self.registry.cost(task.as_ref()) as i64;
         let mut job = Job {
@@ -364,13 +412,19 @@ impl Jobs {
                         rusqlite::params![j.credits, j.tenant_id],
                     )?;
                     if n == 0 {
-                        let balance = tx.query_row("SELECT credits FROM tenants WHERE id = ?1", [&j.tenant_id], |r| r.get(0))?;
+                        let balance = tx.query_row(
+                            "SELECT credits FROM tenants WHERE id = ?1",
+                            [&j.tenant_id],
+                            |r| r.get(0),
+                        )?;
                         return Ok::<_, JobError>(Outcome::Broke { balance });
                     }
                 }
                 let seq = match store::insert(&tx, &j) {
                     Ok(seq) => seq,
-                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == ErrorCode::ConstraintViolation =>
+                    {
                         return Ok(Outcome::Duplicate);
                     }
                     Err(e) => return Err(e.into()),
@@ -383,16 +437,24 @@ impl Jobs {
             Ok(Outcome::Inserted(seq)) => job.seq = seq,
             Ok(Outcome::Broke { balance }) => {
                 self.delete_blobs(&new_files).await;
-                return Err(JobError::InsufficientCredits { needed: cost, balance });
+                return Err(JobError::InsufficientCredits {
+                    needed: cost,
+                    balance,
+                });
             }
             Ok(Outcome::Duplicate) => {
                 // A concurrent request with the same key won the race.
                 self.delete_blobs(&new_files).await;
                 let key = req.idempotency_key.clone().unwrap_or_default();
-                let existing = self.db.call(move |c| store::by_idempotency_key(c, &tenant_id, &key)).await?;
+                let existing = self
+                    .db
+                    .call(move |c| store::by_idempotency_key(c, &tenant_id, &key))
+                    .await?;
                 return match existing {
                     Some(j) => replay(j, &request_hash),
-                    None => Err(JobError::Db(DbError::Corrupt("idempotency conflict without a job".into()))),
+                    None => Err(JobError::Db(DbError::Corrupt(
+                        "idempotency conflict without a job".into(),
+                    ))),
                 };
             }
             Err(e) => {
@@ -424,7 +486,8 @@ impl Jobs {
         }
         let i = id.to_owned();
         let job = self.db.call(move |c| store::get(c, &i)).await?;
-        job.filter(|j| j.tenant_id == tenant_id).ok_or_else(|| JobError::NotFound(id.to_owned()))
+        job.filter(|j| j.tenant_id == tenant_id)
+            .ok_or_else(|| JobError::NotFound(id.to_owned()))
     }
 
     /// Newest first; `after` is the last job id of the previous page.
@@ -436,11 +499,19 @@ impl Jobs {
         limit: u32,
     ) -> Result<Page, JobError> {
         let before = match after {
-            Some(a) => Some(self.get(tenant_id, a).await.map_err(|_| bad_param("after", format!("no job {a}")))?.seq),
+            Some(a) => Some(
+                self.get(tenant_id, a)
+                    .await
+                    .map_err(|_| bad_param("after", format!("no job {a}")))?
+                    .seq,
+            ),
             None => None,
         };
         let t = tenant_id.to_owned();
-        let mut jobs = self.db.call(move |c| store::list(c, &t, status, before, limit + 1)).await?;
+        let mut jobs = self
+            .db
+            .call(move |c| store::list(c, &t, status, before, limit + 1))
+            .await?;
         let has_more = jobs.len() > limit as usize;
         jobs.truncate(limit as usize);
         Ok(Page { jobs, has_more })
@@ -452,13 +523,32 @@ impl Jobs {
         let job = self.get(tenant_id, id).await?;
         if job.status == JobStatus::Queued {
             self.sched.remove(id);
-            let failure = JobFailure { code: "canceled".into(), message: "canceled by request".into() };
-            if let Some(j) = self.finish(id, JobStatus::Queued, JobStatus::Canceled, vec![], Some(failure), None, vec![]).await? {
+            let failure = JobFailure {
+                code: "canceled".into(),
+                message: "canceled by request".into(),
+            };
+            if let Some(j) = self
+                .finish(
+                    id,
+                    JobStatus::Queued,
+                    JobStatus::Canceled,
+                    vec![],
+                    Some(failure),
+                    None,
+                    vec![],
+                )
+                .await?
+            {
                 return Ok(j);
             }
             // It started in between: cancel it as a running job.
         }
-        let flag = self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
+        let flag = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
         match flag {
             Some(f) => {
                 f.store(true, Ordering::Relaxed);
@@ -469,7 +559,12 @@ impl Jobs {
     }
 
     /// The job once it has ended, or as it stands after `timeout`.
-    pub async fn wait(&self, tenant_id: &str, id: &str, timeout: Duration) -> Result<Job, JobError> {
+    pub async fn wait(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Job, JobError> {
         let mut rx = self.events.subscribe(id);
         let job = match self.get(tenant_id, id).await {
             Ok(j) => j,
@@ -483,14 +578,20 @@ impl Jobs {
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Ok(JobEvent::Completed { .. })) | Ok(Err(RecvError::Closed)) | Err(_) => break,
+                    Ok(Ok(JobEvent::Completed { .. })) | Ok(Err(RecvError::Closed)) | Err(_) => {
+                        break;
+                    }
                     Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
                 }
             }
         }
         drop(rx);
         self.events.release(id);
-        if job.status.is_terminal() { Ok(job) } else { self.get(tenant_id, id).await }
+        if job.status.is_terminal() {
+            Ok(job)
+        } else {
+            self.get(tenant_id, id).await
+        }
     }
 
     /// Ends a job `from` → `to` in one transaction (with its output records,
@@ -517,7 +618,16 @@ impl Jobs {
                     files::insert(&tx, r)?;
                 }
                 let now = ids::now_ms();
-                if !store::finish(&tx, &i, from, to, &outputs, error.as_ref(), logs.as_deref(), now)? {
+                if !store::finish(
+                    &tx,
+                    &i,
+                    from,
+                    to,
+                    &outputs,
+                    error.as_ref(),
+                    logs.as_deref(),
+                    now,
+                )? {
                     return Ok::<_, JobError>(None);
                 }
                 let job = store::get(&tx, &i)?.ok_or_else(|| JobError::NotFound(i.clone()))?;
@@ -525,24 +635,44 @@ impl Jobs {
                     && job.webhook_events.contains(&WebhookEvent::Completed)
                 {
                     let data = serde_json::to_value(JobView::new(&job, &urls)).expect("serializes");
-                    webhooks::enqueue(&tx, &job.id, &job.tenant_id, WebhookEvent::Completed, url, &data)?;
+                    webhooks::enqueue(
+                        &tx,
+                        &job.id,
+                        &job.tenant_id,
+                        WebhookEvent::Completed,
+                        url,
+                        &data,
+                    )?;
                 }
                 tx.commit()?;
                 Ok(Some(job))
             })
             .await?;
         if let Some(job) = &done {
-            self.events.publish(&job.id, JobEvent::Completed { status: job.status });
+            self.events
+                .publish(&job.id, JobEvent::Completed { status: job.status });
             self.webhooks.wake();
             let m = &self.metrics;
-            m.jobs_finished.with_label_values(&[job.task.as_str(), job.tenant_id.as_str(), job.status.as_str()]).inc();
+            m.jobs_finished
+                .with_label_values(&[
+                    job.task.as_str(),
+                    job.tenant_id.as_str(),
+                    job.status.as_str(),
+                ])
+                .inc();
             if let (Some(s), Some(f)) = (job.started_at, job.finished_at) {
                 m.job_duration
-                    .with_label_values(&[job.task.as_str(), job.tenant_id.as_str(), job.status.as_str()])
+                    .with_label_values(&[
+                        job.task.as_str(),
+                        job.tenant_id.as_str(),
+                        job.status.as_str(),
+                    ])
                     .observe((f - s) as f64 / 1000.0);
             }
             if job.credits_state == CreditsState::Charged && job.credits > 0 {
-                m.credits_charged.with_label_values(&[&job.tenant_id]).inc_by(job.credits as u64);
+                m.credits_charged
+                    .with_label_values(&[&job.tenant_id])
+                    .inc_by(job.credits as u64);
             }
         }
         Ok(done)
@@ -553,7 +683,10 @@ impl Jobs {
     /// (their log says so), else failed with `interrupted` and refunded.
     pub async fn start(self: &Arc<Self>) -> Result<Recovery, JobError> {
         let mut rec = Recovery::default();
-        let running = self.db.call(|c| store::with_status(c, JobStatus::Running)).await?;
+        let running = self
+            .db
+            .call(|c| store::with_status(c, JobStatus::Running))
+            .await?;
         for (job, _) in running {
             if job.attempts < self.config.max_attempts {
                 let note = format!(
@@ -564,7 +697,9 @@ impl Jobs {
                     self.config.max_attempts
                 );
                 let id = job.id.clone();
-                self.db.call(move |c| store::requeue_interrupted(c, &id, &note)).await?;
+                self.db
+                    .call(move |c| store::requeue_interrupted(c, &id, &note))
+                    .await?;
                 rec.requeued += 1;
             } else {
                 let failure = JobFailure {
@@ -574,11 +709,23 @@ impl Jobs {
                         job.attempts, self.config.max_attempts
                     ),
                 };
-                self.finish(&job.id, JobStatus::Running, JobStatus::Failed, vec![], Some(failure), None, vec![]).await?;
+                self.finish(
+                    &job.id,
+                    JobStatus::Running,
+                    JobStatus::Failed,
+                    vec![],
+                    Some(failure),
+                    None,
+                    vec![],
+                )
+                .await?;
                 rec.failed += 1;
             }
         }
-        let queued = self.db.call(|c| store::with_status(c, JobStatus::Queued)).await?;
+        let queued = self
+            .db
+            .call(|c| store::with_status(c, JobStatus::Queued))
+            .await?;
         for (job, tenant_priority) in queued {
             match self.registry.get(&job.task) {
                 Some(task) => {
@@ -595,9 +742,21 @@ impl Jobs {
                 None => {
                     let failure = JobFailure {
                         code: "unknown_task".into(),
-                        message: format!("task `{}` is no longer available on this server", job.task),
+                        message: format!(
+                            "task `{}` is no longer available on this server",
+                            job.task
+                        ),
                     };
-                    self.finish(&job.id, JobStatus::Queued, JobStatus::Failed, vec![], Some(failure), None, vec![]).await?;
+                    self.finish(
+                        &job.id,
+                        JobStatus::Queued,
+                        JobStatus::Failed,
+                        vec![],
+                        Some(failure),
+                        None,
+                        vec![],
+                    )
+                    .await?;
                     rec.failed += 1;
                 }
             }
@@ -649,29 +808,55 @@ impl Jobs {
     pub fn refresh_gauges(&self) {
         let d = self.sched.depth();
         let m = &self.metrics;
-        m.queue_depth.with_label_values(&["gpu"]).set(d.gpu_queued as i64);
-        m.queue_depth.with_label_values(&["cpu"]).set(d.cpu_queued as i64);
-        m.jobs_running.with_label_values(&["gpu"]).set(d.gpu_running as i64);
-        m.jobs_running.with_label_values(&["cpu"]).set(d.cpu_running as i64);
+        m.queue_depth
+            .with_label_values(&["gpu"])
+            .set(d.gpu_queued as i64);
+        m.queue_depth
+            .with_label_values(&["cpu"])
+            .set(d.cpu_queued as i64);
+        m.jobs_running
+            .with_label_values(&["gpu"])
+            .set(d.gpu_running as i64);
+        m.jobs_running
+            .with_label_values(&["cpu"])
+            .set(d.cpu_running as i64);
         if let Ok(gpu) = &self.gpu {
             let s = gpu.memory_stats();
-            m.gpu_memory.with_label_values(&["live"]).set(s.bytes_live as i64);
-            m.gpu_memory.with_label_values(&["pooled"]).set(s.bytes_pooled as i64);
-            m.gpu_memory.with_label_values(&["peak"]).set(s.peak_bytes as i64);
+            m.gpu_memory
+                .with_label_values(&["live"])
+                .set(s.bytes_live as i64);
+            m.gpu_memory
+                .with_label_values(&["pooled"])
+                .set(s.bytes_pooled as i64);
+            m.gpu_memory
+                .with_label_values(&["peak"])
+                .set(s.peak_bytes as i64);
         }
-        m.gpu_memory.with_label_values(&["models"]).set(self.models.resident_bytes() as i64);
+        m.gpu_memory
+            .with_label_values(&["models"])
+            .set(self.models.resident_bytes() as i64);
     }
 }
 
 fn replay(job: Job, request_hash: &str) -> Result<Submitted, JobError> {
-    if job.request_hash == request_hash { Ok(Submitted::Replayed(job)) } else { Err(JobError::IdempotencyMismatch) }
+    if job.request_hash == request_hash {
+        Ok(Submitted::Replayed(job))
+    } else {
+        Err(JobError::IdempotencyMismatch)
+    }
 }
 
 fn check_dims(w: u32, h: u32, limits: &ImageLimits) -> Result<(), image_io::ImageError> {
-    if w > limits.max_dimension || h > limits.max_dimension || u64::from(w) * u64::from(h) > limits.max_pixels {
+    if w > limits.max_dimension
+        || h > limits.max_dimension
+        || u64::from(w) * u64::from(h) > limits.max_pixels
+    {
         return Err(image_io::ImageError {
             code: "image_too_large",
-            message: format!("image is {w}x{h}; limits are {} per side and {} pixels", limits.max_dimension, limits.max_pixels),
+            message: format!(
+                "image is {w}x{h}; limits are {} per side and {} pixels",
+                limits.max_dimension, limits.max_pixels
+            ),
         });
     }
     Ok(())

@@ -64,7 +64,9 @@ impl Lane {
             if j.tenant_id != tenant {
                 continue;
             }
-            if best == usize::MAX || (j.priority, -j.seq) > (self.queued[best].priority, -self.queued[best].seq) {
+            if best == usize::MAX
+                || (j.priority, -j.seq) > (self.queued[best].priority, -self.queued[best].seq)
+            {
                 best = i;
             }
         }
@@ -99,8 +101,20 @@ pub struct Depth {
 
 impl Scheduler {
     pub fn new(gpu_limit: usize, cpu_limit: usize) -> Self {
-        let lanes = [Lane { limit: gpu_limit, ..Default::default() }, Lane { limit: cpu_limit, ..Default::default() }];
-        Scheduler { lanes: Mutex::new(lanes), notify: Notify::new() }
+        let lanes = [
+            Lane {
+                limit: gpu_limit,
+                ..Default::default()
+            },
+            Lane {
+                limit: cpu_limit,
+                ..Default::default()
+            },
+        ];
+        Scheduler {
+            lanes: Mutex::new(lanes),
+            notify: Notify::new(),
+        }
     }
 
     pub fn push(&self, job: QueuedJob) {
@@ -157,7 +171,9 @@ impl Scheduler {
     /// Jobs that would run before `id` if nothing else arrived.
     pub fn position(&self, id: &str) -> Option<usize> {
         let l = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        let lane = l.iter().find(|lane| lane.queued.iter().any(|j| j.id == id))?;
+        let lane = l
+            .iter()
+            .find(|lane| lane.queued.iter().any(|j| j.id == id))?;
         let mut sim = Lane {
             queued: lane.queued.clone(),
             served: lane.served.clone(),
@@ -186,7 +202,9 @@ impl Scheduler {
 
     pub fn queued_for(&self, tenant: &str) -> usize {
         let l = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        l.iter().map(|lane| lane.queued.iter().filter(|j| j.tenant_id == tenant).count()).sum()
+        l.iter()
+            .map(|lane| lane.queued.iter().filter(|j| j.tenant_id == tenant).count())
+            .sum()
     }
 }
 
@@ -233,7 +251,11 @@ mod tests {
         s.push(job("urgent", "a", 0, 9, 2));
         s.push(job("vip", "v", 5, 0, 3));
         assert_eq!(s.next().unwrap().id, "vip", "higher tenant class first");
-        assert_eq!(s.next().unwrap().id, "urgent", "then the tenant's high-priority job");
+        assert_eq!(
+            s.next().unwrap().id,
+            "urgent",
+            "then the tenant's high-priority job"
+        );
         assert!(s.next().is_none(), "GPU lane limit of 2 reached");
         assert_eq!(s.depth().gpu_running, 2);
         s.finished(true);
@@ -246,7 +268,10 @@ mod tests {
     fn lanes_are_independent() {
         let s = Scheduler::new(1, 1);
         s.push(job("g", "a", 0, 0, 1));
-        s.push(QueuedJob { gpu: false, ..job("c", "a", 0, 0, 2) });
+        s.push(QueuedJob {
+            gpu: false,
+            ..job("c", "a", 0, 0, 2)
+        });
         let got: Vec<_> = [s.next().unwrap().id, s.next().unwrap().id].into();
         assert_eq!(got, ["g", "c"]);
         assert_eq!(s.queued_for("a"), 0);

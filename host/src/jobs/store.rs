@@ -12,9 +12,14 @@ pub(crate) const COLUMNS: &str = "seq, id, tenant_id, task, status, priority, pa
      error_message, progress, logs, attempts, credits, credits_state, idempotency_key, request_hash, webhook_url, \
      webhook_events, created_at, started_at, finished_at";
 
-fn json_col<T: serde::de::DeserializeOwned>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T> {
+fn json_col<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
-    serde_json::from_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 pub(crate) fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
@@ -28,13 +33,24 @@ pub(crate) fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         tenant_id: r.get(2)?,
         task: r.get(3)?,
         status: JobStatus::parse(&status).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, format!("bad status {status}").into())
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                format!("bad status {status}").into(),
+            )
         })?,
         priority: r.get(5)?,
         params: json_col::<Params>(r, 6)?,
         inputs: json_col(r, 7)?,
         outputs: json_col(r, 8)?,
-        error: code.map(|code| JobFailure { code, message: r.get::<_, Option<String>>(10).ok().flatten().unwrap_or_default() }),
+        error: code.map(|code| JobFailure {
+            code,
+            message: r
+                .get::<_, Option<String>>(10)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        }),
         progress: progress.and_then(|p| serde_json::from_str(&p).ok()),
         logs: r.get(12)?,
         attempts: r.get(13)?,
@@ -81,10 +97,20 @@ fn js<T: serde::Serialize>(v: &T) -> String {
 }
 
 pub fn get(conn: &Connection, id: &str) -> Result<Option<Job>, DbError> {
-    Ok(conn.query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), [id], row_to_job).optional()?)
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+            [id],
+            row_to_job,
+        )
+        .optional()?)
 }
 
-pub fn by_idempotency_key(conn: &Connection, tenant: &str, key: &str) -> Result<Option<Job>, DbError> {
+pub fn by_idempotency_key(
+    conn: &Connection,
+    tenant: &str,
+    key: &str,
+) -> Result<Option<Job>, DbError> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM jobs WHERE tenant_id = ?1 AND idempotency_key = ?2"),
@@ -107,7 +133,10 @@ pub fn list(
          ORDER BY seq DESC LIMIT ?4"
     ))?;
     let rows = st
-        .query_map(params![tenant, status.map(|s| s.as_str()), before_seq, limit], row_to_job)?
+        .query_map(
+            params![tenant, status.map(|s| s.as_str()), before_seq, limit],
+            row_to_job,
+        )?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -122,7 +151,12 @@ pub fn mark_running(conn: &Connection, id: &str, now: i64) -> Result<bool, DbErr
     Ok(n == 1)
 }
 
-pub fn save_progress(conn: &Connection, id: &str, progress: &str, logs: &str) -> Result<(), DbError> {
+pub fn save_progress(
+    conn: &Connection,
+    id: &str,
+    progress: &str,
+    logs: &str,
+) -> Result<(), DbError> {
     conn.execute(
         "UPDATE jobs SET progress = ?2, logs = ?3 WHERE id = ?1 AND status = 'running'",
         params![id, progress, logs],
@@ -147,11 +181,23 @@ pub fn finish(
         Some(j) if j.status == from => j,
         _ => return Ok(false),
     };
-    let credits_state = if to == JobStatus::Succeeded { CreditsState::Charged } else { CreditsState::Refunded };
-    let progress = if to == JobStatus::Succeeded {
-        Some(serde_json::to_string(&crate::tasks::Progress { fraction: 1.0, ..Default::default() }).expect("serializes"))
+    let credits_state = if to == JobStatus::Succeeded {
+        CreditsState::Charged
     } else {
-        job.progress.as_ref().map(|p| serde_json::to_string(p).expect("serializes"))
+        CreditsState::Refunded
+    };
+    let progress = if to == JobStatus::Succeeded {
+        Some(
+            serde_json::to_string(&crate::tasks::Progress {
+                fraction: 1.0,
+                ..Default::default()
+            })
+            .expect("serializes"),
+        )
+    } else {
+        job.progress
+            .as_ref()
+            .map(|p| serde_json::to_string(p).expect("serializes"))
     };
     tx.execute(
         "UPDATE jobs SET status = ?2, outputs = ?3, error_code = ?4, error_message = ?5, credits_state = ?6, \
@@ -168,21 +214,33 @@ pub fn finish(
             logs
         ],
     )?;
-    if credits_state == CreditsState::Refunded && job.credits_state == CreditsState::Reserved && job.credits > 0 {
-        tx.execute("UPDATE tenants SET credits = credits + ?1 WHERE id = ?2", params![job.credits, job.tenant_id])?;
+    if credits_state == CreditsState::Refunded
+        && job.credits_state == CreditsState::Reserved
+        && job.credits > 0
+    {
+        tx.execute(
+            "UPDATE tenants SET credits = credits + ?1 WHERE id = ?2",
+            params![job.credits, job.tenant_id],
+        )?;
     }
     Ok(true)
 }
 
 /// Jobs in `status`, oldest first, with their tenant's scheduling class.
 pub fn with_status(conn: &Connection, status: JobStatus) -> Result<Vec<(Job, i64)>, DbError> {
-    let cols: String = COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", ");
+    let cols: String = COLUMNS
+        .split(", ")
+        .map(|c| format!("j.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut st = conn.prepare(&format!(
         "SELECT {cols}, COALESCE(t.priority, 0) FROM jobs j LEFT JOIN tenants t ON t.id = j.tenant_id \
          WHERE j.status = ?1 ORDER BY j.seq"
     ))?;
     let rows = st
-        .query_map([status.as_str()], |r| Ok((row_to_job(r)?, r.get::<_, i64>(23)?)))?
+        .query_map([status.as_str()], |r| {
+            Ok((row_to_job(r)?, r.get::<_, i64>(23)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }

@@ -18,7 +18,10 @@ pub struct Urls {
 
 impl Urls {
     pub fn new(signer: UrlSigner, public_url: Option<&str>) -> Self {
-        Urls { signer, base: public_url.unwrap_or("").trim_end_matches('/').to_owned() }
+        Urls {
+            signer,
+            base: public_url.unwrap_or("").trim_end_matches('/').to_owned(),
+        }
     }
     pub fn path(&self, p: &str) -> String {
         format!("{}{p}", self.base)
@@ -96,7 +99,14 @@ impl JobView {
             completed_at: j.finished_at.map(ids::rfc3339),
             progress: j.progress.clone(),
             params: serde_json::to_value(&j.params).expect("params serialize"),
-            inputs: j.inputs.iter().map(|i| InputView { name: i.name.clone(), file_id: i.file_id.clone() }).collect(),
+            inputs: j
+                .inputs
+                .iter()
+                .map(|i| InputView {
+                    name: i.name.clone(),
+                    file_id: i.file_id.clone(),
+                })
+                .collect(),
             outputs: j
                 .outputs
                 .iter()

@@ -24,17 +24,27 @@ const MAX_LOG_BYTES: usize = 64 * 1024;
 impl Jobs {
     pub(super) async fn run(self: Arc<Self>, q: QueuedJob) {
         let flag = Arc::new(AtomicBool::new(false));
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(q.id.clone(), flag.clone());
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(q.id.clone(), flag.clone());
         if let Err(e) = self.run_inner(&q, flag).await {
             // The record could not be updated (database or storage down):
             // the job stays as the database has it and recovery picks it up.
             tracing::error!("job {}: {e}", q.id);
         }
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&q.id);
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&q.id);
         self.sched.finished(q.gpu);
     }
 
-    async fn run_inner(self: &Arc<Self>, q: &QueuedJob, canceled: Arc<AtomicBool>) -> Result<(), JobError> {
+    async fn run_inner(
+        self: &Arc<Self>,
+        q: &QueuedJob,
+        canceled: Arc<AtomicBool>,
+    ) -> Result<(), JobError> {
         let id = q.id.clone();
         let urls = self.urls.clone();
         let job = self
@@ -49,7 +59,14 @@ impl Jobs {
                     && job.webhook_events.contains(&WebhookEvent::Start)
                 {
                     let data = serde_json::to_value(JobView::new(&job, &urls)).expect("serializes");
-                    webhooks::enqueue(&tx, &job.id, &job.tenant_id, WebhookEvent::Start, url, &data)?;
+                    webhooks::enqueue(
+                        &tx,
+                        &job.id,
+                        &job.tenant_id,
+                        WebhookEvent::Start,
+                        url,
+                        &data,
+                    )?;
                 }
                 tx.commit()?;
                 Ok(Some(job))
@@ -60,14 +77,27 @@ impl Jobs {
             self.webhooks.wake();
         }
         if let Some(s) = job.started_at {
-            self.metrics.job_queue_wait.with_label_values(&[&job.task]).observe((s - job.created_at).max(0) as f64 / 1000.0);
+            self.metrics
+                .job_queue_wait
+                .with_label_values(&[&job.task])
+                .observe((s - job.created_at).max(0) as f64 / 1000.0);
         }
-        self.events.publish(&job.id, JobEvent::Started { attempt: job.attempts });
+        self.events.publish(
+            &job.id,
+            JobEvent::Started {
+                attempt: job.attempts,
+            },
+        );
 
         let sink = Arc::new(JobSink::new(self.clone(), &job));
         let outcome = self.execute(&job, sink.clone(), canceled.clone()).await;
         let logs = Some(sink.take_logs());
-        let fail = |code: &str, message: String| Some(JobFailure { code: code.into(), message });
+        let fail = |code: &str, message: String| {
+            Some(JobFailure {
+                code: code.into(),
+                message,
+            })
+        };
         match outcome {
             Ok(outputs) if !canceled.load(Ordering::Relaxed) => {
                 let mut recs = Vec::with_capacity(outputs.len());
@@ -87,8 +117,18 @@ impl Jobs {
                             for r in &recs {
                                 let _ = self.files.blobs.delete(&r.key()).await;
                             }
-                            let f = fail("storage_error", format!("could not store the output: {e}"));
-                            self.finish(&job.id, JobStatus::Running, JobStatus::Failed, vec![], f, logs, vec![]).await?;
+                            let f =
+                                fail("storage_error", format!("could not store the output: {e}"));
+                            self.finish(
+                                &job.id,
+                                JobStatus::Running,
+                                JobStatus::Failed,
+                                vec![],
+                                f,
+                                logs,
+                                vec![],
+                            )
+                            .await?;
                             return Ok(());
                         }
                     }
@@ -103,19 +143,54 @@ impl Jobs {
                         height: r.height,
                     })
                     .collect();
-                self.finish(&job.id, JobStatus::Running, JobStatus::Succeeded, outs, None, logs, recs).await?;
+                self.finish(
+                    &job.id,
+                    JobStatus::Running,
+                    JobStatus::Succeeded,
+                    outs,
+                    None,
+                    logs,
+                    recs,
+                )
+                .await?;
             }
             Ok(_) | Err(Failure::Task(TaskError::Canceled)) => {
                 let f = fail("canceled", "canceled by request while running".into());
-                self.finish(&job.id, JobStatus::Running, JobStatus::Canceled, vec![], f, logs, vec![]).await?;
+                self.finish(
+                    &job.id,
+                    JobStatus::Running,
+                    JobStatus::Canceled,
+                    vec![],
+                    f,
+                    logs,
+                    vec![],
+                )
+                .await?;
             }
             Err(Failure::Task(e)) => {
                 let f = fail(e.code(), e.to_string());
-                self.finish(&job.id, JobStatus::Running, JobStatus::Failed, vec![], f, logs, vec![]).await?;
+                self.finish(
+                    &job.id,
+                    JobStatus::Running,
+                    JobStatus::Failed,
+                    vec![],
+                    f,
+                    logs,
+                    vec![],
+                )
+                .await?;
             }
             Err(Failure::Other(code, message)) => {
-                self.finish(&job.id, JobStatus::Running, JobStatus::Failed, vec![], fail(code, message), logs, vec![])
-                    .await?;
+                self.finish(
+                    &job.id,
+                    JobStatus::Running,
+                    JobStatus::Failed,
+                    vec![],
+                    fail(code, message),
+                    logs,
+                    vec![],
+                )
+                .await?;
             }
         }
         Ok(())
@@ -127,10 +202,12 @@ impl Jobs {
         sink: Arc<JobSink>,
         canceled: Arc<AtomicBool>,
     ) -> Result<Vec<crate::tasks::Output>, Failure> {
-        let task = self
-            .registry
-            .get(&job.task)
-            .ok_or_else(|| Failure::Other("unknown_task", format!("task `{}` is not available on this server", job.task)))?;
+        let task = self.registry.get(&job.task).ok_or_else(|| {
+            Failure::Other(
+                "unknown_task",
+                format!("task `{}` is not available on this server", job.task),
+            )
+        })?;
         if task.needs_gpu()
             && let Err(e) = &self.gpu
         {
@@ -142,13 +219,23 @@ impl Jobs {
                 .files
                 .get(i.file_id.clone(), Some(job.tenant_id.clone()))
                 .await
-                .map_err(|e| Failure::Other("input_missing", format!("input `{}` ({}): {e}", i.name, i.file_id)))?;
-            let bytes = self
-                .files
-                .read(&rec)
-                .await
-                .map_err(|e| Failure::Other("input_missing", format!("input `{}` ({}): {e}", i.name, i.file_id)))?;
-            inputs.push(Input { name: i.name.clone(), bytes, content_type: rec.content_type });
+                .map_err(|e| {
+                    Failure::Other(
+                        "input_missing",
+                        format!("input `{}` ({}): {e}", i.name, i.file_id),
+                    )
+                })?;
+            let bytes = self.files.read(&rec).await.map_err(|e| {
+                Failure::Other(
+                    "input_missing",
+                    format!("input `{}` ({}): {e}", i.name, i.file_id),
+                )
+            })?;
+            inputs.push(Input {
+                name: i.name.clone(),
+                bytes,
+                content_type: rec.content_type,
+            });
         }
         let ctx = TaskContext {
             job_id: job.id.clone(),
@@ -165,11 +252,17 @@ impl Jobs {
         let timeout = Duration::from_secs(self.config.timeout_secs);
         match tokio::time::timeout(timeout, handle).await {
             Ok(Ok(r)) => r.map_err(Failure::Task),
-            Ok(Err(join)) => Err(Failure::Other("task_panicked", format!("the task crashed: {join}"))),
+            Ok(Err(join)) => Err(Failure::Other(
+                "task_panicked",
+                format!("the task crashed: {join}"),
+            )),
             Err(_) => {
                 // Ask the task to stop at its next check; its result is dropped.
                 canceled.store(true, Ordering::Relaxed);
-                Err(Failure::Other("timeout", format!("the job ran longer than {} s", timeout.as_secs())))
+                Err(Failure::Other(
+                    "timeout",
+                    format!("the job ran longer than {} s", timeout.as_secs()),
+                ))
             }
         }
     }
@@ -207,23 +300,41 @@ impl JobSink {
                 .webhook_url
                 .clone()
                 .filter(|_| job.webhook_events.contains(&WebhookEvent::Progress)),
-            state: Mutex::new(SinkState { logs: job.logs.clone(), last_save: None, last_webhook: None }),
+            state: Mutex::new(SinkState {
+                logs: job.logs.clone(),
+                last_save: None,
+                last_webhook: None,
+            }),
         }
     }
 
     fn take_logs(&self) -> String {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).logs.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .logs
+            .clone()
     }
 }
 
 impl ProgressSink for JobSink {
     fn progress(&self, p: Progress) {
-        let p = Progress { fraction: p.fraction.clamp(0.0, 1.0), ..p };
-        self.jobs.events.publish(&self.job_id, JobEvent::Progress(p.clone()));
+        let p = Progress {
+            fraction: p.fraction.clamp(0.0, 1.0),
+            ..p
+        };
+        self.jobs
+            .events
+            .publish(&self.job_id, JobEvent::Progress(p.clone()));
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let save = st.last_save.is_none_or(|t| now - t >= Duration::from_millis(250));
-        let hook = self.webhook.is_some() && st.last_webhook.is_none_or(|t| now - t >= Duration::from_secs(1));
+        let save = st
+            .last_save
+            .is_none_or(|t| now - t >= Duration::from_millis(250));
+        let hook = self.webhook.is_some()
+            && st
+                .last_webhook
+                .is_none_or(|t| now - t >= Duration::from_secs(1));
         if !save && !hook {
             return;
         }
@@ -241,8 +352,16 @@ impl ProgressSink for JobSink {
                 && hook
                 && let Some(job) = store::get(c, &self.job_id)?
             {
-                let data = serde_json::to_value(JobView::new(&job, &self.jobs.urls)).expect("serializes");
-                webhooks::enqueue(c, &self.job_id, &self.tenant_id, WebhookEvent::Progress, url, &data)?;
+                let data =
+                    serde_json::to_value(JobView::new(&job, &self.jobs.urls)).expect("serializes");
+                webhooks::enqueue(
+                    c,
+                    &self.job_id,
+                    &self.tenant_id,
+                    WebhookEvent::Progress,
+                    url,
+                    &data,
+                )?;
             }
             Ok(())
         });
@@ -255,13 +374,18 @@ impl ProgressSink for JobSink {
 
     fn log(&self, line: String) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.logs.push_str(&format!("[{}] {line}\n", ids::rfc3339(ids::now_ms())));
+        st.logs
+            .push_str(&format!("[{}] {line}\n", ids::rfc3339(ids::now_ms())));
         if st.logs.len() > MAX_LOG_BYTES {
             let cut = st.logs.len() - MAX_LOG_BYTES;
-            let cut = (cut..st.logs.len()).find(|&i| st.logs.is_char_boundary(i)).unwrap_or(st.logs.len());
+            let cut = (cut..st.logs.len())
+                .find(|&i| st.logs.is_char_boundary(i))
+                .unwrap_or(st.logs.len());
             st.logs.drain(..cut);
         }
         drop(st);
-        self.jobs.events.publish(&self.job_id, JobEvent::Log { message: line });
+        self.jobs
+            .events
+            .publish(&self.job_id, JobEvent::Log { message: line });
     }
 }

@@ -68,15 +68,18 @@ impl From<rusqlite::Error> for FileError {
     }
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, kind, job_id, filename, content_type, bytes, sha256, width, height, created_at, expires_at";
+const COLUMNS: &str = "id, tenant_id, kind, job_id, filename, content_type, bytes, sha256, width, height, created_at, expires_at";
 
 fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
     let kind: String = r.get(2)?;
     Ok(FileRecord {
         id: r.get(0)?,
         tenant_id: r.get(1)?,
-        kind: if kind == "output" { FileKind::Output } else { FileKind::Input },
+        kind: if kind == "output" {
+            FileKind::Output
+        } else {
+            FileKind::Input
+        },
         job_id: r.get(3)?,
         filename: r.get(4)?,
         content_type: r.get(5)?,
@@ -113,7 +116,11 @@ pub fn insert(conn: &Connection, f: &FileRecord) -> rusqlite::Result<()> {
 /// The file `id` if it exists and (when `tenant` is given) belongs to that tenant.
 pub fn get(conn: &Connection, id: &str, tenant: Option<&str>) -> Result<FileRecord, FileError> {
     let f = conn
-        .query_row(&format!("SELECT {COLUMNS} FROM files WHERE id = ?1"), [id], row_to_file)
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM files WHERE id = ?1"),
+            [id],
+            row_to_file,
+        )
         .optional()?
         .filter(|f| tenant.is_none_or(|t| t == f.tenant_id));
     f.ok_or_else(|| FileError::NotFound(id.to_owned()))
@@ -165,7 +172,11 @@ impl Files {
     pub async fn create(&self, new: NewFile, bytes: Bytes) -> Result<FileRecord, FileError> {
         let rec = self.put_blob(new, bytes).await?;
         let r = rec.clone();
-        if let Err(e) = self.db.call(move |c| insert(c, &r).map_err(FileError::from)).await {
+        if let Err(e) = self
+            .db
+            .call(move |c| insert(c, &r).map_err(FileError::from))
+            .await
+        {
             let _ = self.blobs.delete(&rec.key()).await;
             return Err(e);
         }
@@ -187,7 +198,10 @@ impl Files {
     pub async fn delete(&self, rec: &FileRecord) -> Result<(), FileError> {
         let id = rec.id.clone();
         self.db
-            .call(move |c| c.execute("DELETE FROM files WHERE id = ?1", [id]).map_err(FileError::from))
+            .call(move |c| {
+                c.execute("DELETE FROM files WHERE id = ?1", [id])
+                    .map_err(FileError::from)
+            })
             .await?;
         self.blobs.delete(&rec.key()).await?;
         Ok(())
@@ -198,8 +212,12 @@ impl Files {
         let expired: Vec<FileRecord> = self
             .db
             .call(move |c| {
-                let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM files WHERE expires_at <= ?1 LIMIT 1000"))?;
-                let rows = st.query_map([now_ms], row_to_file)?.collect::<Result<Vec<_>, _>>()?;
+                let mut st = c.prepare(&format!(
+                    "SELECT {COLUMNS} FROM files WHERE expires_at <= ?1 LIMIT 1000"
+                ))?;
+                let rows = st
+                    .query_map([now_ms], row_to_file)?
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok::<_, FileError>(rows)
             })
             .await?;
@@ -234,7 +252,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = Files {
             db: Db::in_memory().unwrap(),
-            blobs: Arc::new(super::super::local::LocalDirStore::new(dir.path().to_owned()).unwrap()),
+            blobs: Arc::new(
+                super::super::local::LocalDirStore::new(dir.path().to_owned()).unwrap(),
+            ),
             retention_secs: 10,
         };
         let new = |t: &str| NewFile {
@@ -246,13 +266,22 @@ mod tests {
             width: None,
             height: None,
         };
-        let a = files.create(new("tnt_a"), Bytes::from_static(b"a")).await.unwrap();
+        let a = files
+            .create(new("tnt_a"), Bytes::from_static(b"a"))
+            .await
+            .unwrap();
         assert_eq!(&files.read(&a).await.unwrap()[..], b"a");
         assert!(files.get(a.id.clone(), Some("tnt_a".into())).await.is_ok());
-        assert!(matches!(files.get(a.id.clone(), Some("tnt_b".into())).await, Err(FileError::NotFound(_))));
+        assert!(matches!(
+            files.get(a.id.clone(), Some("tnt_b".into())).await,
+            Err(FileError::NotFound(_))
+        ));
         assert_eq!(files.sweep(a.created_at + 9_000).await.unwrap(), 0);
         assert_eq!(files.sweep(a.created_at + 10_000).await.unwrap(), 1);
         assert!(files.get(a.id.clone(), None).await.is_err());
-        assert!(matches!(files.blobs.get(&a.key()).await, Err(StorageError::NotFound(_))));
+        assert!(matches!(
+            files.blobs.get(&a.key()).await,
+            Err(StorageError::NotFound(_))
+        ));
     }
 }

@@ -13,7 +13,10 @@ pub struct LocalDirStore {
 
 impl LocalDirStore {
     pub fn new(root: PathBuf) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(&root).map_err(|source| StorageError::Io { key: root.display().to_string(), source })?;
+        std::fs::create_dir_all(&root).map_err(|source| StorageError::Io {
+            key: root.display().to_string(),
+            source,
+        })?;
         Ok(LocalDirStore { root })
     }
 
@@ -27,7 +30,10 @@ impl LocalDirStore {
 impl BlobStore for LocalDirStore {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
         let path = self.path(key)?;
-        let io = |source| StorageError::Io { key: key.to_owned(), source };
+        let io = |source| StorageError::Io {
+            key: key.to_owned(),
+            source,
+        };
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(io)?;
         }
@@ -51,8 +57,13 @@ impl BlobStore for LocalDirStore {
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         match tokio::fs::read(self.path(key)?).await {
             Ok(b) => Ok(Bytes::from(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::NotFound(key.to_owned())),
-            Err(source) => Err(StorageError::Io { key: key.to_owned(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::NotFound(key.to_owned()))
+            }
+            Err(source) => Err(StorageError::Io {
+                key: key.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -60,7 +71,10 @@ impl BlobStore for LocalDirStore {
         match tokio::fs::remove_file(self.path(key)?).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StorageError::Io { key: key.to_owned(), source }),
+            Err(source) => Err(StorageError::Io {
+                key: key.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -84,6 +98,9 @@ mod tests {
         s.delete("t/a").await.unwrap();
         s.delete("t/a").await.unwrap();
         assert!(matches!(s.get("t/a").await, Err(StorageError::NotFound(_))));
-        assert!(matches!(s.get("../etc/passwd").await, Err(StorageError::InvalidKey(_))));
+        assert!(matches!(
+            s.get("../etc/passwd").await,
+            Err(StorageError::InvalidKey(_))
+        ));
     }
 }

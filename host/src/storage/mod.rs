@@ -48,13 +48,22 @@ pub(crate) fn check_key(key: &str) -> Result<(), StorageError> {
             !seg.is_empty()
                 && seg != "."
                 && seg != ".."
-                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
         });
-    if ok { Ok(()) } else { Err(StorageError::InvalidKey(key.to_owned())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidKey(key.to_owned()))
+    }
 }
 
 /// The store the configuration names.
-pub fn open(config: &StorageConfig, data_dir: &std::path::Path) -> Result<Arc<dyn BlobStore>, StorageError> {
+pub fn open(
+    config: &StorageConfig,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn BlobStore>, StorageError> {
     Ok(match config.backend {
         StorageBackend::Local => Arc::new(local::LocalDirStore::new(data_dir.join("blobs"))?),
         StorageBackend::S3 => Arc::new(s3::S3Store::new(&config.s3)?),

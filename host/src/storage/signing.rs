@@ -18,7 +18,8 @@ impl UrlSigner {
     }
 
     fn mac(&self, id: &str, expires: i64) -> Hmac<Sha256> {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut m =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         m.update(format!("{id}.{expires}").as_bytes());
         m
     }
@@ -36,14 +37,19 @@ impl UrlSigner {
         if expires < now_secs {
             return false;
         }
-        let Ok(raw) = hex::decode(sig) else { return false };
+        let Ok(raw) = hex::decode(sig) else {
+            return false;
+        };
         self.mac(id, expires).verify_slice(&raw).is_ok()
     }
 }
 
 /// The URL-signing secret: the configured one, else a random one persisted in
 /// `<data-dir>/url-signing.key` so URLs survive restarts.
-pub fn load_or_create_secret(configured: Option<&str>, data_dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+pub fn load_or_create_secret(
+    configured: Option<&str>,
+    data_dir: &std::path::Path,
+) -> std::io::Result<Vec<u8>> {
     if let Some(s) = configured {
         return Ok(s.as_bytes().to_vec());
     }
@@ -86,7 +92,10 @@ mod tests {
         assert!(s.verify("file_a", exp, q["sig"], 1000));
         assert!(!s.verify("file_a", exp, q["sig"], 1061), "expired");
         assert!(!s.verify("file_b", exp, q["sig"], 1000), "other file");
-        assert!(!s.verify("file_a", exp + 1, q["sig"], 1000), "extended expiry");
+        assert!(
+            !s.verify("file_a", exp + 1, q["sig"], 1000),
+            "extended expiry"
+        );
         assert!(!UrlSigner::new(b"other".to_vec(), 60).verify("file_a", exp, q["sig"], 1000));
     }
 

@@ -6,18 +6,32 @@ use std::time::Duration;
 
 use super::{Input, InputSpec, Output, ParamSpec, Params, Progress, Task, TaskContext, TaskError};
 
-const OPTIONAL_IMAGE: &[InputSpec] =
-    &[InputSpec { name: "image", required: false, description: "echoed back as the output when given" }];
+const OPTIONAL_IMAGE: &[InputSpec] = &[InputSpec {
+    name: "image",
+    required: false,
+    description: "echoed back as the output when given",
+}];
 
 fn params() -> Vec<ParamSpec> {
     vec![
-        ParamSpec::int("sleep_ms", 0, 600_000, "Total time to spend, split across the steps.").default(0),
+        ParamSpec::int(
+            "sleep_ms",
+            0,
+            600_000,
+            "Total time to spend, split across the steps.",
+        )
+        .default(0),
         ParamSpec::int("steps", 1, 1000, "Progress steps to report.").default(1),
         ParamSpec::bool("fail", "Fail at the end instead of succeeding.").default(false),
     ]
 }
 
-fn run(name: &str, ctx: &TaskContext, inputs: Vec<Input>, p: &Params) -> Result<Vec<Output>, TaskError> {
+fn run(
+    name: &str,
+    ctx: &TaskContext,
+    inputs: Vec<Input>,
+    p: &Params,
+) -> Result<Vec<Output>, TaskError> {
     let steps = p.int("steps").unwrap_or(1) as u32;
     let per_step = Duration::from_millis(p.int("sleep_ms").unwrap_or(0) as u64 / u64::from(steps));
     for step in 1..=steps {
@@ -37,9 +51,16 @@ fn run(name: &str, ctx: &TaskContext, inputs: Vec<Input>, p: &Params) -> Result<
         return Err(TaskError::Failed(format!("{name} was asked to fail")));
     }
     Ok(match inputs.into_iter().next() {
-        Some(i) => vec![Output { bytes: i.bytes, content_type: i.content_type, width: None, height: None }],
+        Some(i) => vec![Output {
+            bytes: i.bytes,
+            content_type: i.content_type,
+            width: None,
+            height: None,
+        }],
         None => vec![Output {
-            bytes: serde_json::json!({"task": name, "attempt": ctx.attempt, "steps": steps}).to_string().into(),
+            bytes: serde_json::json!({"task": name, "attempt": ctx.attempt, "steps": steps})
+                .to_string()
+                .into(),
             content_type: "application/json".into(),
             width: None,
             height: None,
@@ -68,7 +89,12 @@ impl Task for Noop {
     fn needs_gpu(&self) -> bool {
         false
     }
-    fn run(&self, ctx: &TaskContext, inputs: Vec<Input>, p: &Params) -> Result<Vec<Output>, TaskError> {
+    fn run(
+        &self,
+        ctx: &TaskContext,
+        inputs: Vec<Input>,
+        p: &Params,
+    ) -> Result<Vec<Output>, TaskError> {
         run("noop", ctx, inputs, p)
     }
 }
@@ -94,7 +120,12 @@ impl Task for NoopGpu {
     fn needs_gpu(&self) -> bool {
         true
     }
-    fn run(&self, ctx: &TaskContext, inputs: Vec<Input>, p: &Params) -> Result<Vec<Output>, TaskError> {
+    fn run(
+        &self,
+        ctx: &TaskContext,
+        inputs: Vec<Input>,
+        p: &Params,
+    ) -> Result<Vec<Output>, TaskError> {
         ctx.gpu()?;
         run("noop-gpu", ctx, inputs, p)
     }

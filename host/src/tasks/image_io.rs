@@ -24,7 +24,10 @@ pub struct ImageError {
 }
 
 fn image_err(code: &'static str, message: impl Into<String>) -> ImageError {
-    ImageError { code, message: message.into() }
+    ImageError {
+        code,
+        message: message.into(),
+    }
 }
 
 /// Format and size read from the header only (cheap; used at submit).
@@ -44,7 +47,10 @@ fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
         .with_guessed_format()
         .map_err(|e| image_err("invalid_image", format!("could not read the image: {e}")))?;
     if r.format().is_none() {
-        return Err(image_err("unsupported_image_format", "not an image in a supported format (png, jpeg, webp, gif, bmp, tiff, ...)"));
+        return Err(image_err(
+            "unsupported_image_format",
+            "not an image in a supported format (png, jpeg, webp, gif, bmp, tiff, ...)",
+        ));
     }
     Ok(r)
 }
@@ -56,13 +62,20 @@ fn check_size(width: u32, height: u32, limits: &ImageLimits) -> Result<(), Image
     if width > limits.max_dimension || height > limits.max_dimension {
         return Err(image_err(
             "image_too_large",
-            format!("image is {width}x{height}; the largest side allowed is {}", limits.max_dimension),
+            format!(
+                "image is {width}x{height}; the largest side allowed is {}",
+                limits.max_dimension
+            ),
         ));
     }
     if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(image_err(
             "image_too_large",
-            format!("image is {width}x{height} = {} pixels; at most {} allowed", u64::from(width) * u64::from(height), limits.max_pixels),
+            format!(
+                "image is {width}x{height} = {} pixels; at most {} allowed",
+                u64::from(width) * u64::from(height),
+                limits.max_pixels
+            ),
         ));
     }
     Ok(())
@@ -72,10 +85,18 @@ fn check_size(width: u32, height: u32, limits: &ImageLimits) -> Result<(), Image
 pub fn probe(bytes: &[u8], limits: &ImageLimits) -> Result<Probe, ImageError> {
     let r = reader(bytes)?;
     let format = r.format().expect("checked by reader()");
-    let (width, height) =
-        r.into_dimensions().map_err(|e| image_err("invalid_image", format!("could not read the image header: {e}")))?;
+    let (width, height) = r.into_dimensions().map_err(|e| {
+        image_err(
+            "invalid_image",
+            format!("could not read the image header: {e}"),
+        )
+    })?;
     check_size(width, height, limits)?;
-    Ok(Probe { format, width, height })
+    Ok(Probe {
+        format,
+        width,
+        height,
+    })
 }
 
 /// A decoded image with what a converter may want to keep.
@@ -103,7 +124,10 @@ pub fn decode(bytes: bytes::Bytes, limits: &ImageLimits) -> Result<Decoded, Imag
         Ok(r) => r,
         Err(_) => Err(image_err(
             "decode_timeout",
-            format!("the image took longer than {} ms to decode", limits.decode_timeout.as_millis()),
+            format!(
+                "the image took longer than {} ms to decode",
+                limits.decode_timeout.as_millis()
+            ),
         )),
     }
 }
@@ -126,7 +150,13 @@ fn decode_now(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded, ImageError>
     let icc_profile = dec.icc_profile().ok().flatten();
     let exif = dec.exif_metadata().ok().flatten();
     let image = DynamicImage::from_decoder(dec).map_err(bad)?;
-    Ok(Decoded { image, format, orientation, icc_profile, exif })
+    Ok(Decoded {
+        image,
+        format,
+        orientation,
+        icc_profile,
+        exif,
+    })
 }
 
 /// Output formats tasks may write.
@@ -172,10 +202,17 @@ pub struct Metadata {
 
 /// Encodes `image`. JPEG has no alpha, so callers flatten first; this
 /// converts whatever remains to RGB8.
-pub fn encode(image: &DynamicImage, format: OutFormat, quality: u8, meta: Metadata) -> Result<Vec<u8>, ImageError> {
+pub fn encode(
+    image: &DynamicImage,
+    format: OutFormat,
+    quality: u8,
+    meta: Metadata,
+) -> Result<Vec<u8>, ImageError> {
     use image::ImageEncoder;
     let mut out = Vec::new();
-    let fail = |e: image::ImageError| image_err("encode_failed", format!("could not encode the output: {e}"));
+    let fail = |e: image::ImageError| {
+        image_err("encode_failed", format!("could not encode the output: {e}"))
+    };
     fn add_meta(enc: &mut impl ImageEncoder, meta: Metadata) {
         // Formats that cannot carry a kind of metadata drop it silently;
         // stripping is the default anyway.
@@ -194,7 +231,8 @@ pub fn encode(image: &DynamicImage, format: OutFormat, quality: u8, meta: Metada
         }
         OutFormat::Jpeg => {
             let rgb = DynamicImage::ImageRgb8(image.to_rgb8());
-            let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
+            let mut enc =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
             add_meta(&mut enc, meta);
             rgb.write_with_encoder(enc).map_err(fail)?;
         }
@@ -217,19 +255,38 @@ mod tests {
     use super::*;
 
     fn limits() -> ImageLimits {
-        ImageLimits { max_pixels: 10_000, max_dimension: 200, decode_timeout: Duration::from_secs(5) }
+        ImageLimits {
+            max_pixels: 10_000,
+            max_dimension: 200,
+            decode_timeout: Duration::from_secs(5),
+        }
     }
 
     fn png(w: u32, h: u32) -> Vec<u8> {
-        encode(&DynamicImage::new_rgb8(w, h), OutFormat::Png, 90, Metadata::default()).unwrap()
+        encode(
+            &DynamicImage::new_rgb8(w, h),
+            OutFormat::Png,
+            90,
+            Metadata::default(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn probe_checks_limits() {
         assert_eq!(probe(&png(50, 40), &limits()).unwrap().width, 50);
-        assert_eq!(probe(&png(201, 1), &limits()).unwrap_err().code, "image_too_large");
-        assert_eq!(probe(&png(101, 100), &limits()).unwrap_err().code, "image_too_large");
-        assert_eq!(probe(b"hello world", &limits()).unwrap_err().code, "unsupported_image_format");
+        assert_eq!(
+            probe(&png(201, 1), &limits()).unwrap_err().code,
+            "image_too_large"
+        );
+        assert_eq!(
+            probe(&png(101, 100), &limits()).unwrap_err().code,
+            "image_too_large"
+        );
+        assert_eq!(
+            probe(b"hello world", &limits()).unwrap_err().code,
+            "unsupported_image_format"
+        );
         let mut truncated = png(10, 10);
         truncated.truncate(20);
         assert!(decode(truncated.into(), &limits()).is_err());

@@ -50,7 +50,11 @@ pub struct InputSpec {
 }
 
 /// The one image input most tasks take.
-pub const IMAGE_INPUT: &[InputSpec] = &[InputSpec { name: "image", required: true, description: "the input image" }];
+pub const IMAGE_INPUT: &[InputSpec] = &[InputSpec {
+    name: "image",
+    required: true,
+    description: "the input image",
+}];
 
 /// An input handed to [`Task::run`].
 #[derive(Debug, Clone)]
@@ -71,7 +75,12 @@ pub struct Output {
 
 impl Output {
     pub fn image(bytes: Vec<u8>, content_type: &str, width: u32, height: u32) -> Output {
-        Output { bytes: bytes.into(), content_type: content_type.to_owned(), width: Some(width), height: Some(height) }
+        Output {
+            bytes: bytes.into(),
+            content_type: content_type.to_owned(),
+            width: Some(width),
+            height: Some(height),
+        }
     }
 }
 
@@ -81,7 +90,11 @@ pub enum TaskError {
     /// The request was acceptable at submit but the work showed it is not
     /// (undecodable image, crop outside the image ...).
     #[error("{message}")]
-    Invalid { code: &'static str, param: Option<String>, message: String },
+    Invalid {
+        code: &'static str,
+        param: Option<String>,
+        message: String,
+    },
     #[error("this task needs a GPU and none is available: {0}")]
     GpuUnavailable(String),
     #[error("the job was canceled")]
@@ -103,14 +116,26 @@ impl TaskError {
         }
     }
 
-    pub fn invalid(code: &'static str, param: Option<&str>, message: impl Into<String>) -> TaskError {
-        TaskError::Invalid { code, param: param.map(str::to_owned), message: message.into() }
+    pub fn invalid(
+        code: &'static str,
+        param: Option<&str>,
+        message: impl Into<String>,
+    ) -> TaskError {
+        TaskError::Invalid {
+            code,
+            param: param.map(str::to_owned),
+            message: message.into(),
+        }
     }
 }
 
 impl From<image_io::ImageError> for TaskError {
     fn from(e: image_io::ImageError) -> Self {
-        TaskError::Invalid { code: e.code, param: None, message: e.message }
+        TaskError::Invalid {
+            code: e.code,
+            param: None,
+            message: e.message,
+        }
     }
 }
 
@@ -172,7 +197,9 @@ pub struct TaskContext {
 impl TaskContext {
     /// The shared GPU, or `gpu_unavailable` with the reason.
     pub fn gpu(&self) -> Result<&easel_kernels::Gpu, TaskError> {
-        self.gpu.as_ref().map_err(|e| TaskError::GpuUnavailable(e.clone()))
+        self.gpu
+            .as_ref()
+            .map_err(|e| TaskError::GpuUnavailable(e.clone()))
     }
     pub fn models(&self) -> &ModelCache {
         &self.models
@@ -185,7 +212,11 @@ impl TaskContext {
     }
     /// `Err(Canceled)` once the job was canceled; call between units of work.
     pub fn check_canceled(&self) -> Result<(), TaskError> {
-        if self.canceled.load(Ordering::Relaxed) { Err(TaskError::Canceled) } else { Ok(()) }
+        if self.canceled.load(Ordering::Relaxed) {
+            Err(TaskError::Canceled)
+        } else {
+            Ok(())
+        }
     }
     /// Decodes `input` under the server's image limits.
     pub fn decode_image(&self, input: &Input) -> Result<image_io::Decoded, TaskError> {
@@ -217,7 +248,12 @@ pub trait Task: Send + Sync + 'static {
     }
     /// Does the work; called on a blocking thread. Must call
     /// `ctx.check_canceled()` between units of work.
-    fn run(&self, ctx: &TaskContext, inputs: Vec<Input>, params: &Params) -> Result<Vec<Output>, TaskError>;
+    fn run(
+        &self,
+        ctx: &TaskContext,
+        inputs: Vec<Input>,
+        params: &Params,
+    ) -> Result<Vec<Output>, TaskError>;
 }
 
 /// All tasks this server runs, by name.
@@ -231,7 +267,10 @@ impl Registry {
     /// The built-in tasks (plus the diagnostic ones when `debug`), with
     /// credit costs overridden by `credits`.
     pub fn builtin(debug: bool, credits: BTreeMap<String, u64>) -> Registry {
-        let mut r = Registry { tasks: BTreeMap::new(), credits };
+        let mut r = Registry {
+            tasks: BTreeMap::new(),
+            credits,
+        };
         r.register(convert::Convert);
         if debug {
             r.register(debug::Noop);
@@ -254,6 +293,9 @@ impl Registry {
 
     /// Credits one job of `task` costs.
     pub fn cost(&self, task: &dyn Task) -> u64 {
-        self.credits.get(task.name()).copied().unwrap_or_else(|| task.credits())
+        self.credits
+            .get(task.name())
+            .copied()
+            .unwrap_or_else(|| task.credits())
     }
 }

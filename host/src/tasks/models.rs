@@ -36,7 +36,11 @@ pub struct ModelCache {
 
 impl ModelCache {
     pub fn new(budget_bytes: u64) -> Self {
-        ModelCache { budget: budget_bytes, state: Mutex::default(), loading: Mutex::new(()) }
+        ModelCache {
+            budget: budget_bytes,
+            state: Mutex::default(),
+            loading: Mutex::new(()),
+        }
     }
 
     fn lookup<T: Any + Send + Sync>(&self, name: &str) -> Option<Arc<T>> {
@@ -53,7 +57,11 @@ impl ModelCache {
     /// least-recently-used models are evicted until the new one fits; a model
     /// larger than the whole budget still loads, alone. Jobs holding an
     /// evicted model keep it alive until they finish.
-    pub fn get_or_load<T, E>(&self, name: &str, load: impl FnOnce() -> Result<(T, u64), E>) -> Result<Arc<T>, E>
+    pub fn get_or_load<T, E>(
+        &self,
+        name: &str,
+        load: impl FnOnce() -> Result<(T, u64), E>,
+    ) -> Result<Arc<T>, E>
     where
         T: Any + Send + Sync,
     {
@@ -68,21 +76,41 @@ impl ModelCache {
         let model = Arc::new(model);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.entries.remove(name);
-        while !st.entries.is_empty() && st.entries.values().map(|e| e.bytes).sum::<u64>() + bytes > self.budget {
-            let victim = st.entries.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| k.clone()).expect("non-empty");
+        while !st.entries.is_empty()
+            && st.entries.values().map(|e| e.bytes).sum::<u64>() + bytes > self.budget
+        {
+            let victim = st
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone())
+                .expect("non-empty");
             tracing::info!("evicting model {victim} to fit {name} in the GPU memory budget");
             st.entries.remove(&victim);
         }
         st.clock += 1;
         let now = st.clock;
-        st.entries.insert(name.to_owned(), Entry { model: model.clone(), bytes, last_used: now });
+        st.entries.insert(
+            name.to_owned(),
+            Entry {
+                model: model.clone(),
+                bytes,
+                last_used: now,
+            },
+        );
         Ok(model)
     }
 
     pub fn loaded(&self) -> Vec<LoadedModel> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<_> =
-            st.entries.iter().map(|(k, e)| LoadedModel { name: k.clone(), bytes: e.bytes }).collect();
+        let mut v: Vec<_> = st
+            .entries
+            .iter()
+            .map(|(k, e)| LoadedModel {
+                name: k.clone(),
+                bytes: e.bytes,
+            })
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }

@@ -10,12 +10,20 @@ use serde_json::{Value, json};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamKind {
-    Int { min: i64, max: i64 },
-    Float { min: f64, max: f64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Float {
+        min: f64,
+        max: f64,
+    },
     Bool,
     /// One of the listed words.
     Enum(&'static [&'static str]),
-    Text { max_len: usize },
+    Text {
+        max_len: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,19 +46,48 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     pub fn int(name: &'static str, min: i64, max: i64, description: &'static str) -> Self {
-        ParamSpec { name, kind: ParamKind::Int { min, max }, default: None, description }
+        ParamSpec {
+            name,
+            kind: ParamKind::Int { min, max },
+            default: None,
+            description,
+        }
     }
     pub fn float(name: &'static str, min: f64, max: f64, description: &'static str) -> Self {
-        ParamSpec { name, kind: ParamKind::Float { min, max }, default: None, description }
+        ParamSpec {
+            name,
+            kind: ParamKind::Float { min, max },
+            default: None,
+            description,
+        }
     }
     pub fn bool(name: &'static str, description: &'static str) -> Self {
-        ParamSpec { name, kind: ParamKind::Bool, default: None, description }
+        ParamSpec {
+            name,
+            kind: ParamKind::Bool,
+            default: None,
+            description,
+        }
     }
-    pub fn choice(name: &'static str, values: &'static [&'static str], description: &'static str) -> Self {
-        ParamSpec { name, kind: ParamKind::Enum(values), default: None, description }
+    pub fn choice(
+        name: &'static str,
+        values: &'static [&'static str],
+        description: &'static str,
+    ) -> Self {
+        ParamSpec {
+            name,
+            kind: ParamKind::Enum(values),
+            default: None,
+            description,
+        }
     }
     pub fn text(name: &'static str, max_len: usize, description: &'static str) -> Self {
-        ParamSpec { name, kind: ParamKind::Text { max_len }, default: None, description }
+        ParamSpec {
+            name,
+            kind: ParamKind::Text { max_len },
+            default: None,
+            description,
+        }
     }
     pub fn default(mut self, v: impl Into<ParamValue>) -> Self {
         self.default = Some(v.into());
@@ -60,8 +97,12 @@ impl ParamSpec {
     /// This parameter as a JSON Schema (for `/v1/models` and `/openapi.json`).
     pub fn json_schema(&self) -> Value {
         let mut s = match &self.kind {
-            ParamKind::Int { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
-            ParamKind::Float { min, max } => json!({"type": "number", "minimum": min, "maximum": max}),
+            ParamKind::Int { min, max } => {
+                json!({"type": "integer", "minimum": min, "maximum": max})
+            }
+            ParamKind::Float { min, max } => {
+                json!({"type": "number", "minimum": min, "maximum": max})
+            }
             ParamKind::Bool => json!({"type": "boolean"}),
             ParamKind::Enum(v) => json!({"type": "string", "enum": v}),
             ParamKind::Text { max_len } => json!({"type": "string", "maxLength": max_len}),
@@ -139,18 +180,28 @@ impl Params {
 }
 
 fn err(param: &str, message: impl Into<String>) -> ParamError {
-    ParamError { param: param.to_owned(), message: message.into() }
+    ParamError {
+        param: param.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// Checks `raw` (JSON values; strings are accepted for every kind, as
 /// multipart forms send them) against `specs`.
-pub fn validate(task: &str, specs: &[ParamSpec], raw: &serde_json::Map<String, Value>) -> Result<Params, ParamError> {
+pub fn validate(
+    task: &str,
+    specs: &[ParamSpec],
+    raw: &serde_json::Map<String, Value>,
+) -> Result<Params, ParamError> {
     for name in raw.keys() {
         if !specs.iter().any(|s| s.name == name) {
             let known: Vec<&str> = specs.iter().map(|s| s.name).collect();
             return Err(err(
                 name,
-                format!("unknown parameter `{name}` for task `{task}` (known: {})", known.join(", ")),
+                format!(
+                    "unknown parameter `{name}` for task `{task}` (known: {})",
+                    known.join(", ")
+                ),
             ));
         }
     }
@@ -180,7 +231,10 @@ fn check(spec: &ParamSpec, v: &Value) -> Result<ParamValue, ParamError> {
             }
             .ok_or_else(|| err(name, format!("must be an integer, got {v}")))?;
             if n < *min || n > *max {
-                return Err(err(name, format!("must be between {min} and {max}, got {n}")));
+                return Err(err(
+                    name,
+                    format!("must be between {min} and {max}, got {n}"),
+                ));
             }
             Ok(ParamValue::Int(n))
         }
@@ -193,7 +247,10 @@ fn check(spec: &ParamSpec, v: &Value) -> Result<ParamValue, ParamError> {
             .filter(|n| n.is_finite())
             .ok_or_else(|| err(name, format!("must be a number, got {v}")))?;
             if n < *min || n > *max {
-                return Err(err(name, format!("must be between {min} and {max}, got {n}")));
+                return Err(err(
+                    name,
+                    format!("must be between {min} and {max}, got {n}"),
+                ));
             }
             Ok(ParamValue::Float(n))
         }
@@ -204,16 +261,26 @@ fn check(spec: &ParamSpec, v: &Value) -> Result<ParamValue, ParamError> {
             _ => Err(err(name, format!("must be true or false, got {v}"))),
         },
         ParamKind::Enum(values) => {
-            let t = text.ok_or_else(|| err(name, format!("must be one of {}, got {v}", values.join("|"))))?;
+            let t = text.ok_or_else(|| {
+                err(
+                    name,
+                    format!("must be one of {}, got {v}", values.join("|")),
+                )
+            })?;
             let lower = t.to_ascii_lowercase();
             if values.contains(&lower.as_str()) {
                 Ok(ParamValue::Text(lower))
             } else {
-                Err(err(name, format!("must be one of {}, got `{t}`", values.join("|"))))
+                Err(err(
+                    name,
+                    format!("must be one of {}, got `{t}`", values.join("|")),
+                ))
             }
         }
         ParamKind::Text { max_len } => {
-            let t = v.as_str().ok_or_else(|| err(name, format!("must be a string, got {v}")))?;
+            let t = v
+                .as_str()
+                .ok_or_else(|| err(name, format!("must be a string, got {v}")))?;
             if t.chars().count() > *max_len {
                 return Err(err(name, format!("must be at most {max_len} characters")));
             }
@@ -242,7 +309,12 @@ mod tests {
 
     #[test]
     fn accepts_typed_and_string_values_and_fills_defaults() {
-        let p = validate("t", &specs(), &raw(json!({"width": "7", "format": "PNG", "strip": "false"}))).unwrap();
+        let p = validate(
+            "t",
+            &specs(),
+            &raw(json!({"width": "7", "format": "PNG", "strip": "false"})),
+        )
+        .unwrap();
         assert_eq!(p.int("width"), Some(7));
         assert_eq!(p.str("format"), Some("png"));
         assert_eq!(p.bool("strip"), Some(false));

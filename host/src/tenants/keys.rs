@@ -13,7 +13,9 @@ const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 /// A new API key: `esk_` + 32 base62 characters.
 pub fn new_api_key() -> String {
     let mut rng = rand::rng();
-    let body: String = (0..32).map(|_| BASE62[rng.random_range(0..BASE62.len())] as char).collect();
+    let body: String = (0..32)
+        .map(|_| BASE62[rng.random_range(0..BASE62.len())] as char)
+        .collect();
     format!("esk_{body}")
 }
 
@@ -26,7 +28,10 @@ pub fn hash_key(key: &str) -> String {
 pub fn new_webhook_secret() -> String {
     let mut bytes = [0u8; 24];
     rand::rng().fill(&mut bytes);
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 #[cfg(test)]
@@ -39,7 +44,10 @@ mod tests {
         assert!(a.starts_with("esk_") && a.len() == 36);
         assert_ne!(a, new_api_key());
         assert_eq!(hash_key(&a), hash_key(&a));
-        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert!(new_webhook_secret().starts_with("whsec_"));
     }
 }

@@ -64,13 +64,21 @@ fn row_to_tenant(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
     })
 }
 
-pub fn create(conn: &Connection, name: &str, credits: i64, priority: i64) -> Result<CreatedTenant, TenantError> {
+pub fn create(
+    conn: &Connection,
+    name: &str,
+    credits: i64,
+    priority: i64,
+) -> Result<CreatedTenant, TenantError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(TenantError::InvalidName);
     }
     if credits < 0 {
-        return Err(TenantError::NegativeBalance { balance: 0, delta: credits });
+        return Err(TenantError::NegativeBalance {
+            balance: 0,
+            delta: credits,
+        });
     }
     let id = ids::new_id("tnt");
     let key = keys::new_api_key();
@@ -78,13 +86,20 @@ pub fn create(conn: &Connection, name: &str, credits: i64, priority: i64) -> Res
         "INSERT INTO tenants (id, name, key_hash, credits, priority, webhook_secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![id, name, keys::hash_key(&key), credits, priority, keys::new_webhook_secret(), ids::now_ms()],
     )?;
-    Ok(CreatedTenant { tenant: get(conn, &id)?, api_key: key })
+    Ok(CreatedTenant {
+        tenant: get(conn, &id)?,
+        api_key: key,
+    })
 }
 
 pub fn get(conn: &Connection, id: &str) -> Result<Tenant, TenantError> {
-    conn.query_row(&format!("SELECT {COLUMNS} FROM tenants WHERE id = ?1"), [id], row_to_tenant)
-        .optional()?
-        .ok_or_else(|| TenantError::NotFound(id.to_owned()))
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM tenants WHERE id = ?1"),
+        [id],
+        row_to_tenant,
+    )
+    .optional()?
+    .ok_or_else(|| TenantError::NotFound(id.to_owned()))
 }
 
 /// The enabled tenant owning `key`, if any.
@@ -99,8 +114,12 @@ pub fn by_key(conn: &Connection, key: &str) -> Result<Option<Tenant>, TenantErro
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<Tenant>, TenantError> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM tenants ORDER BY created_at, id"))?;
-    let rows = stmt.query_map([], row_to_tenant)?.collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM tenants ORDER BY created_at, id"
+    ))?;
+    let rows = stmt
+        .query_map([], row_to_tenant)?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
@@ -108,9 +127,15 @@ pub fn list(conn: &Connection) -> Result<Vec<Tenant>, TenantError> {
 pub fn add_credits(conn: &Connection, id: &str, delta: i64) -> Result<Tenant, TenantError> {
     let t = get(conn, id)?;
     if t.credits + delta < 0 {
-        return Err(TenantError::NegativeBalance { balance: t.credits, delta });
+        return Err(TenantError::NegativeBalance {
+            balance: t.credits,
+            delta,
+        });
     }
-    conn.execute("UPDATE tenants SET credits = credits + ?1 WHERE id = ?2", params![delta, id])?;
+    conn.execute(
+        "UPDATE tenants SET credits = credits + ?1 WHERE id = ?2",
+        params![delta, id],
+    )?;
     get(conn, id)
 }
 
@@ -123,10 +148,16 @@ pub fn update(
 ) -> Result<Tenant, TenantError> {
     get(conn, id)?;
     if let Some(p) = priority {
-        conn.execute("UPDATE tenants SET priority = ?1 WHERE id = ?2", params![p, id])?;
+        conn.execute(
+            "UPDATE tenants SET priority = ?1 WHERE id = ?2",
+            params![p, id],
+        )?;
     }
     if let Some(d) = disabled {
-        conn.execute("UPDATE tenants SET disabled = ?1 WHERE id = ?2", params![d, id])?;
+        conn.execute(
+            "UPDATE tenants SET disabled = ?1 WHERE id = ?2",
+            params![d, id],
+        )?;
     }
     get(conn, id)
 }
@@ -135,8 +166,14 @@ pub fn update(
 pub fn rotate_key(conn: &Connection, id: &str) -> Result<CreatedTenant, TenantError> {
     get(conn, id)?;
     let key = keys::new_api_key();
-    conn.execute("UPDATE tenants SET key_hash = ?1 WHERE id = ?2", params![keys::hash_key(&key), id])?;
-    Ok(CreatedTenant { tenant: get(conn, id)?, api_key: key })
+    conn.execute(
+        "UPDATE tenants SET key_hash = ?1 WHERE id = ?2",
+        params![keys::hash_key(&key), id],
+    )?;
+    Ok(CreatedTenant {
+        tenant: get(conn, id)?,
+        api_key: key,
+    })
 }
 
 /// Async access for the API.
@@ -158,8 +195,15 @@ impl Tenants {
         self.db.call(move |c| get(c, &id)).await
     }
 
-    pub async fn create(&self, name: String, credits: i64, priority: i64) -> Result<CreatedTenant, TenantError> {
-        self.db.call(move |c| create(c, &name, credits, priority)).await
+    pub async fn create(
+        &self,
+        name: String,
+        credits: i64,
+        priority: i64,
+    ) -> Result<CreatedTenant, TenantError> {
+        self.db
+            .call(move |c| create(c, &name, credits, priority))
+            .await
     }
 
     pub async fn list(&self) -> Result<Vec<Tenant>, TenantError> {
@@ -170,8 +214,15 @@ impl Tenants {
         self.db.call(move |c| add_credits(c, &id, delta)).await
     }
 
-    pub async fn update(&self, id: String, priority: Option<i64>, disabled: Option<bool>) -> Result<Tenant, TenantError> {
-        self.db.call(move |c| update(c, &id, priority, disabled)).await
+    pub async fn update(
+        &self,
+        id: String,
+        priority: Option<i64>,
+        disabled: Option<bool>,
+    ) -> Result<Tenant, TenantError> {
+        self.db
+            .call(move |c| update(c, &id, priority, disabled))
+            .await
     }
 
     pub async fn rotate_key(&self, id: String) -> Result<CreatedTenant, TenantError> {
@@ -191,13 +242,19 @@ mod tests {
             assert_eq!(by_key(c, &t.api_key).unwrap().unwrap().id, t.tenant.id);
             assert!(by_key(c, "esk_wrong").unwrap().is_none());
             assert_eq!(add_credits(c, &t.tenant.id, -4).unwrap().credits, 6);
-            assert!(matches!(add_credits(c, &t.tenant.id, -7), Err(TenantError::NegativeBalance { .. })));
+            assert!(matches!(
+                add_credits(c, &t.tenant.id, -7),
+                Err(TenantError::NegativeBalance { .. })
+            ));
             let rotated = rotate_key(c, &t.tenant.id).unwrap();
             assert!(by_key(c, &t.api_key).unwrap().is_none());
             assert!(by_key(c, &rotated.api_key).unwrap().is_some());
             update(c, &t.tenant.id, None, Some(true)).unwrap();
             assert!(by_key(c, &rotated.api_key).unwrap().is_none());
-            assert!(matches!(create(c, "  ", 0, 0), Err(TenantError::InvalidName)));
+            assert!(matches!(
+                create(c, "  ", 0, 0),
+                Err(TenantError::InvalidName)
+            ));
         });
     }
 }

@@ -33,7 +33,11 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(per_second: f64, burst: u32) -> Self {
-        RateLimiter { per_second, burst, buckets: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            per_second,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one token from `key`'s bucket if it has one.
@@ -44,7 +48,10 @@ impl RateLimiter {
     fn check_at(&self, key: &str, now: Instant) -> Decision {
         let burst = f64::from(self.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: burst, last: now });
+        let b = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.per_second).min(burst);
         b.last = now;
@@ -53,7 +60,11 @@ impl RateLimiter {
             b.tokens -= 1.0;
         }
         let reset = ((burst - b.tokens) / self.per_second).ceil() as u64;
-        let retry = if allowed { 0 } else { ((1.0 - b.tokens) / self.per_second).ceil().max(1.0) as u64 };
+        let retry = if allowed {
+            0
+        } else {
+            ((1.0 - b.tokens) / self.per_second).ceil().max(1.0) as u64
+        };
         Decision {
             allowed,
             limit: self.burst,

@@ -84,7 +84,12 @@ pub struct Webhooks {
 
 impl Webhooks {
     pub fn new(db: Db, config: WebhookConfig, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Webhooks { db, config, notify: Notify::new(), metrics })
+        Arc::new(Webhooks {
+            db,
+            config,
+            notify: Notify::new(),
+            metrics,
+        })
     }
 
     pub fn allow_private(&self) -> bool {
@@ -97,7 +102,10 @@ impl Webhooks {
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
-        let ms = self.config.initial_backoff_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(30));
+        let ms = self
+            .config
+            .initial_backoff_ms
+            .saturating_mul(1u64 << attempts.saturating_sub(1).min(30));
         Duration::from_millis(ms.min(self.config.max_backoff_ms))
     }
 
@@ -110,7 +118,11 @@ impl Webhooks {
                 match this.take_due().await {
                     Ok(due) => {
                         for d in due {
-                            let permit = limit.clone().acquire_owned().await.expect("semaphore never closes");
+                            let permit = limit
+                                .clone()
+                                .acquire_owned()
+                                .await
+                                .expect("semaphore never closes");
                             let me = this.clone();
                             tokio::spawn(async move {
                                 me.attempt(d).await;
@@ -120,7 +132,8 @@ impl Webhooks {
                     }
                     Err(e) => tracing::warn!("webhook outbox: {e}"),
                 }
-                let _ = tokio::time::timeout(Duration::from_millis(250), this.notify.notified()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(250), this.notify.notified()).await;
             }
         })
     }
@@ -169,11 +182,15 @@ impl Webhooks {
             Err(e) => (None, Some(e.clone())),
         };
         let delivered = error.is_none();
-        self.metrics.webhook_attempts.with_label_values(&[if delivered { "delivered" } else { "failed" }]).inc();
+        self.metrics
+            .webhook_attempts
+            .with_label_values(&[if delivered { "delivered" } else { "failed" }])
+            .inc();
         let attempt = d.attempts + 1;
         let next = ids::now_ms() + self.backoff(attempt).as_millis() as i64;
         let give_up = !delivered
-            && (attempt >= self.config.max_attempts || next > d.created_at + self.config.max_age_secs as i64 * 1000);
+            && (attempt >= self.config.max_attempts
+                || next > d.created_at + self.config.max_age_secs as i64 * 1000);
         let state = if delivered {
             "delivered"
         } else if give_up {
@@ -182,7 +199,11 @@ impl Webhooks {
             "pending"
         };
         if give_up {
-            tracing::warn!("webhook {} to {}: giving up after {attempt} attempts", d.id, d.url);
+            tracing::warn!(
+                "webhook {} to {}: giving up after {attempt} attempts",
+                d.id,
+                d.url
+            );
         }
         let id = d.id.clone();
         let r = self
@@ -210,18 +231,25 @@ impl Webhooks {
     /// One POST; the receiver's status code or why there was none.
     async fn send(&self, d: &Due) -> Result<u16, String> {
         let url = ssrf::parse(&d.url).map_err(|e| e.to_string())?;
-        let (host, addrs) = ssrf::resolve(&url, self.config.allow_private).await.map_err(|e| e.to_string())?;
+        let (host, addrs) = ssrf::resolve(&url, self.config.allow_private)
+            .await
+            .map_err(|e| e.to_string())?;
         let tenant = d.tenant_id.clone();
         let secret: String = self
             .db
             .call(move |c| {
-                c.query_row("SELECT webhook_secret FROM tenants WHERE id = ?1", [tenant], |r| r.get(0))
-                    .map_err(DbError::from)
+                c.query_row(
+                    "SELECT webhook_secret FROM tenants WHERE id = ?1",
+                    [tenant],
+                    |r| r.get(0),
+                )
+                .map_err(DbError::from)
             })
             .await
             .map_err(|e| format!("tenant secret: {e}"))?;
         let ts = ids::now_ms() / 1000;
-        let signature = sign::sign(&secret, &d.id, ts, d.payload.as_bytes()).map_err(|e| e.to_string())?;
+        let signature =
+            sign::sign(&secret, &d.id, ts, d.payload.as_bytes()).map_err(|e| e.to_string())?;
         let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

@@ -16,7 +16,9 @@ pub enum UrlError {
     Scheme(String),
     #[error("webhook URLs must not carry credentials")]
     Credentials,
-    #[error("webhook host {host} resolves to {ip}, a loopback, private or reserved address (the operator can allow these with webhooks.allow_private)")]
+    #[error(
+        "webhook host {host} resolves to {ip}, a loopback, private or reserved address (the operator can allow these with webhooks.allow_private)"
+    )]
     Forbidden { host: String, ip: IpAddr },
     #[error("webhook host {0} does not resolve")]
     Unresolvable(String),
@@ -76,16 +78,27 @@ pub fn forbidden(ip: IpAddr) -> bool {
 
 /// Resolves `url`'s host and checks every address. Returns the host and the
 /// addresses to connect to.
-pub async fn resolve(url: &Url, allow_private: bool) -> Result<(String, Vec<SocketAddr>), UrlError> {
-    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+pub async fn resolve(
+    url: &Url,
+    allow_private: bool,
+) -> Result<(String, Vec<SocketAddr>), UrlError> {
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = url.port_or_known_default().unwrap_or(80);
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((host.as_str(), port)))
-            .await
-            .map_err(|_| UrlError::Unresolvable(host.clone()))?
-            .map_err(|_| UrlError::Unresolvable(host.clone()))?
-            .collect(),
+        Err(_) => tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::lookup_host((host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| UrlError::Unresolvable(host.clone()))?
+        .map_err(|_| UrlError::Unresolvable(host.clone()))?
+        .collect(),
     };
     if addrs.is_empty() {
         return Err(UrlError::Unresolvable(host));
@@ -103,12 +116,29 @@ mod tests {
     #[test]
     fn private_ranges_are_refused() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-            "::1", "fc00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "224.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "224.0.0.1",
         ] {
             assert!(forbidden(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "172.32.0.1", "100.128.0.1"] {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "172.32.0.1",
+            "100.128.0.1",
+        ] {
             assert!(!forbidden(ip.parse().unwrap()), "{ip}");
         }
     }
@@ -119,11 +149,23 @@ mod tests {
         assert!(matches!(parse("http://u:p@x/"), Err(UrlError::Credentials)));
         assert!(matches!(parse("not a url"), Err(UrlError::Invalid(_))));
         let u = parse("http://127.0.0.1:9/hook").unwrap();
-        assert!(matches!(resolve(&u, false).await, Err(UrlError::Forbidden { .. })));
-        assert_eq!(resolve(&u, true).await.unwrap().1, vec!["127.0.0.1:9".parse().unwrap()]);
+        assert!(matches!(
+            resolve(&u, false).await,
+            Err(UrlError::Forbidden { .. })
+        ));
+        assert_eq!(
+            resolve(&u, true).await.unwrap().1,
+            vec!["127.0.0.1:9".parse().unwrap()]
+        );
         let u = parse("http://localhost:9/hook").unwrap();
-        assert!(matches!(resolve(&u, false).await, Err(UrlError::Forbidden { .. })));
+        assert!(matches!(
+            resolve(&u, false).await,
+            Err(UrlError::Forbidden { .. })
+        ));
         let u = parse("http://[::1]:9/hook").unwrap();
-        assert!(matches!(resolve(&u, false).await, Err(UrlError::Forbidden { .. })));
+        assert!(matches!(
+            resolve(&u, false).await,
+            Err(UrlError::Forbidden { .. })
+        ));
     }
 }

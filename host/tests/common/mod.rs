@@ -55,15 +55,27 @@ impl Server {
             all.retain(|(a, _)| a != k);
             all.push((k.to_string(), v.to_string()));
         }
-        let mut s = Server { child: None, url: String::new(), dir: dir.to_owned(), _tmp: None, log: Default::default(), env: all };
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            dir: dir.to_owned(),
+            _tmp: None,
+            log: Default::default(),
+            env: all,
+        };
         s.spawn();
         s
     }
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_easel"));
-        cmd.arg("--data-dir").arg(&self.dir).args(["serve", "--listen", "127.0.0.1:0"]);
-        cmd.current_dir(&self.dir).stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.arg("--data-dir")
+            .arg(&self.dir)
+            .args(["serve", "--listen", "127.0.0.1:0"]);
+        cmd.current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         for (k, _) in std::env::vars() {
             if k.starts_with("EASEL_") {
                 cmd.env_remove(k);
@@ -88,7 +100,10 @@ impl Server {
             Ok(url) => self.url = url,
             Err(_) => {
                 let _ = child.kill();
-                panic!("easel did not start within 60 s; its stderr:\n{}", self.log.lock().unwrap());
+                panic!(
+                    "easel did not start within 60 s; its stderr:\n{}",
+                    self.log.lock().unwrap()
+                );
             }
         }
         self.child = Some(child);
@@ -109,7 +124,11 @@ impl Server {
     /// SIGTERM, then waits (bounded) for the exit.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        let ok = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().expect("kill -TERM").success();
+        let ok = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill -TERM")
+            .success();
         assert!(ok, "kill -TERM failed");
         let deadline = Instant::now() + within;
         loop {
@@ -118,7 +137,10 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!("easel did not exit within {within:?} of SIGTERM; stderr:\n{}", self.log());
+                panic!(
+                    "easel did not exit within {within:?} of SIGTERM; stderr:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -170,42 +192,76 @@ pub struct Tenant {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 /// A PNG with a gradient (so resizes are checkable).
 pub fn png(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w.max(2)) as u8, (y * 255 / h.max(2)) as u8, 77]));
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 255 / w.max(2)) as u8, (y * 255 / h.max(2)) as u8, 77])
+    });
     let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Png).unwrap();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
     out.into_inner()
 }
 
 pub fn image_part(bytes: Vec<u8>) -> reqwest::multipart::Part {
-    reqwest::multipart::Part::bytes(bytes).file_name("in.png").mime_str("image/png").unwrap()
+    reqwest::multipart::Part::bytes(bytes)
+        .file_name("in.png")
+        .mime_str("image/png")
+        .unwrap()
 }
 
 /// Polls a job until it ends (bounded).
 pub async fn wait_done(s: &Server, key: &str, id: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        let v: Value = client().get(s.u(&format!("/v1/jobs/{id}"))).bearer_auth(key).send().await.unwrap().json().await.unwrap();
-        if matches!(v["status"].as_str(), Some("succeeded" | "failed" | "canceled")) {
+        let v: Value = client()
+            .get(s.u(&format!("/v1/jobs/{id}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(
+            v["status"].as_str(),
+            Some("succeeded" | "failed" | "canceled")
+        ) {
             return v;
         }
-        assert!(Instant::now() < deadline, "job {id} did not end within {within:?}: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not end within {within:?}: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Submits a `noop` job (JSON) and returns the response body.
 pub async fn noop(s: &Server, key: &str, params: Value) -> reqwest::Response {
-    client().post(s.u("/v1/image/noop")).bearer_auth(key).json(&params).send().await.unwrap()
+    client()
+        .post(s.u("/v1/image/noop"))
+        .bearer_auth(key)
+        .json(&params)
+        .send()
+        .await
+        .unwrap()
 }
 
 pub async fn error_of(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "not the error shape: {v}");
+    assert!(
+        v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+        "not the error shape: {v}"
+    );
     (status, v["error"].clone())
 }
