@@ -82,16 +82,31 @@ pub struct Bind<'a> {
     pub size: u64,
 }
 
+/// Options for opening a device; `Default` reads the environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GpuOptions {
+    /// Per-op timestamp profiling; `None` = `EASEL_PROFILE`.
+    pub profile: Option<bool>,
+}
+
 impl Gpu {
     /// Opens the adapter chosen by [`adapter`]'s rules (type preference,
     /// `EASEL_ADAPTER`, `EASEL_BACKEND`) with every optional feature it has.
     pub fn new() -> Result<Gpu> {
+        Self::with_options(GpuOptions::default())
+    }
+
+    pub fn with_options(opts: GpuOptions) -> Result<Gpu> {
         let backends = adapter::backends_from_env()?;
         let instance = adapter::make_instance(backends);
         let adapters = adapter::enumerate(&instance, backends);
         let idx = adapter::choose(&adapters)?;
         let report = adapter::report(idx, &adapters[idx], true);
-        Self::open(adapters.into_iter().nth(idx).expect("index valid"), report)
+        Self::open(
+            adapters.into_iter().nth(idx).expect("index valid"),
+            report,
+            opts,
+        )
     }
 
     /// A process-wide shared device, opened on first use. Tests and the CLI
@@ -104,7 +119,7 @@ impl Gpu {
             .map_err(|m| KernelError::Device(format!("GPU unavailable: {m}")))
     }
 
-    fn open(adapter: wgpu::Adapter, report: AdapterReport) -> Result<Gpu> {
+    fn open(adapter: wgpu::Adapter, report: AdapterReport, opts: GpuOptions) -> Result<Gpu> {
         let info = adapter.get_info();
         let granted = adapter.features() & adapter::wanted_features();
         let limits = adapter.limits();
@@ -156,9 +171,10 @@ impl Gpu {
             usage: crate::pool::TENSOR_USAGE,
             mapped_at_creation: false,
         });
-        let profiler = (profile::enabled_by_env() && caps.timestamp_query)
+        let want_profile = opts.profile.unwrap_or_else(profile::enabled_by_env);
+        let profiler = (want_profile && caps.timestamp_query)
             .then(|| Mutex::new(Profiler::new(&device, &queue, MAX_PASSES_PER_BATCH)));
-        if profile::enabled_by_env() && !caps.timestamp_query {
+        if want_profile && !caps.timestamp_query {
             tracing::warn!("EASEL_PROFILE=1 but the adapter has no timestamp queries; no profile");
         }
         let class = adapter::classify(&info);
@@ -213,7 +229,9 @@ impl Gpu {
     }
     /// Largest tensor (bytes) one binding can hold.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.inner.limits.max_storage_buffer_binding_size as u64)
+        self.inner
+            .limits
+            .max_storage_buffer_binding_size
             .min(self.inner.limits.max_buffer_size)
     }
     pub fn memory_stats(&self) -> MemoryStats {
@@ -398,7 +416,7 @@ impl Gpu {
             return;
         }
         let padded;
-        let data = if bytes.len() % 4 == 0 {
+        let data = if bytes.len().is_multiple_of(4) {
             bytes
         } else {
             let mut v = bytes.to_vec();

@@ -18,7 +18,7 @@ pub mod testing;
 pub use adapter::{AdapterClass, AdapterReport, list_adapters};
 pub use dtype::DType;
 pub use error::{KernelError, Result};
-pub use gpu::{Bind, Caps, Gpu};
+pub use gpu::{Bind, Caps, Gpu, GpuOptions};
 pub use ops::{Activation, Epilogue};
 pub use pipeline::{Access, Kernel};
 pub use pool::MemoryStats;

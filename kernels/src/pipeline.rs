@@ -107,7 +107,9 @@ impl<'a> Kernel<'a> {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(","),
-            includes: self.includes.len(),
+            // Key on the snippets' addresses: two variants that differ only
+            // in which snippet they include must not share a pipeline.
+            includes: self.includes.iter().map(|s| s.as_ptr() as usize).collect(),
             bindings: self.bindings.to_vec(),
             needs_f16: self.needs_f16,
         }
@@ -120,7 +122,7 @@ struct PipelineKey {
     entry: &'static str,
     dtype: DType,
     defines: String,
-    includes: usize,
+    includes: Vec<usize>,
     bindings: Vec<Access>,
     needs_f16: bool,
 }

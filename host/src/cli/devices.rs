@@ -16,17 +16,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if adapters.is_empty() {
-        println!("no GPU adapters found (on Linux without a GPU: apt-get install mesa-vulkan-drivers)");
+        println!(
+            "no GPU adapters found (on Linux without a GPU: apt-get install mesa-vulkan-drivers)"
+        );
         return Ok(());
     }
     for a in &adapters {
         let mark = if a.selected { "*" } else { " " };
-        println!("{mark} [{}] {} ({}, {})", a.index, a.name, a.backend, a.device_type);
+        println!(
+            "{mark} [{}] {} ({}, {})",
+            a.index, a.name, a.backend, a.device_type
+        );
         println!("      driver: {} {}", a.driver, a.driver_info);
         println!("      vendor: {:#06x} device: {:#06x}", a.vendor, a.device);
         println!(
             "      features: f16={} subgroups={} (size {}..{}) timestamps={} cooperative_matrix={}",
-            a.shader_f16, a.subgroup, a.subgroup_min_size, a.subgroup_max_size, a.timestamp_query, a.cooperative_matrix
+            a.shader_f16,
+            a.subgroup,
+            a.subgroup_min_size,
+            a.subgroup_max_size,
+            a.timestamp_query,
+            a.cooperative_matrix
         );
         println!(
             "      limits: max_storage_binding={} MiB max_buffer={} MiB workgroup_storage={} KiB invocations/workgroup={} workgroups/dim={} storage_buffers/stage={}",
@@ -38,6 +48,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             a.max_storage_buffers_per_shader_stage
         );
     }
-    println!("(* = the adapter Easel uses; override with EASEL_ADAPTER=<index|name> and EASEL_BACKEND=vulkan|metal|dx12|gl)");
+    println!(
+        "(* = the adapter Easel uses; override with EASEL_ADAPTER=<index|name> and EASEL_BACKEND=vulkan|metal|dx12|gl)"
+    );
     Ok(())
 }

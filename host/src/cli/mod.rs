@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod devices;
+pub mod models;
 pub mod serve;
 pub mod tenants;
 
@@ -15,10 +16,20 @@ pub mod tenants;
 #[command(name = "easel", version, about)]
 pub struct Cli {
     /// Data directory (jobs database, uploads, outputs).
-    #[arg(long, global = true, env = "EASEL_DATA_DIR", default_value = "./easel-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "EASEL_DATA_DIR",
+        default_value = "./easel-data"
+    )]
     pub data_dir: PathBuf,
     /// Models directory (`<name>.safetensors` files and optional manifests).
-    #[arg(long, global = true, env = "EASEL_MODELS_DIR", default_value = "./models")]
+    #[arg(
+        long,
+        global = true,
+        env = "EASEL_MODELS_DIR",
+        default_value = "./models"
+    )]
     pub models_dir: PathBuf,
     /// More logging (-v info, -vv debug). `RUST_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -33,6 +44,9 @@ pub enum Command {
     Devices(devices::Args),
     /// Run the HTTP server.
     Serve(serve::Args),
+    /// List and import models in the models directory.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Run benchmarks on the chosen adapter.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -50,13 +64,17 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Devices(a) => devices::run(a),
         Command::Serve(a) => serve::run(a, &cli.data_dir, &cli.models_dir),
+        Command::Models(c) => models::run(c, &cli.models_dir),
         Command::Bench(c) => bench::run(c),
         Command::Tenants(c) => tenants::run(c, &cli.data_dir),
     }

@@ -1,0 +1,5 @@
+//! Model families and the models directory.
+
+pub mod detect;
+pub mod manifest;
+pub mod registry;

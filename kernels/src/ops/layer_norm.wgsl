@@ -1,0 +1,68 @@
+// LayerNorm (RMS = false) or RMSNorm (RMS = true) over the last axis.
+// One workgroup per row. Pass 1: each thread runs Welford over its strided
+// elements (RMS: a plain sum of squares), then a shared-memory tree merges
+// the (count, mean, M2) triples with Chan's formula: no E[x^2] - E[x]^2
+// cancellation for rows with a large mean. Pass 2 normalises and writes.
+// WG, RMS, HAS_GAMMA, HAS_BETA come from the launcher.
+
+struct Params {
+    rows: u32,
+    len: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read> gamma: array<T>;
+@group(0) @binding(3) var<storage, read> beta: array<T>;
+@group(0) @binding(4) var<storage, read_write> y: array<T>;
+
+var<workgroup> sh: array<vec3<f32>, WG>;
+
+// Merges two (count, mean, M2) partial statistics; RMS keeps (count, 0, sum x^2).
+fn merge(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
+    let n = a.x + b.x;
+    if RMS || n == 0.0 { return vec3<f32>(n, 0.0, a.z + b.z); }
+    let d = b.y - a.y;
+    let f = b.x / n;
+    return vec3<f32>(n, a.y + d * f, a.z + b.z + d * d * a.x * f);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= p.rows { return; }
+    let base = row * p.len;
+
+    var acc = vec3<f32>(0.0);
+    for (var j = lid; j < p.len; j += WG) {
+        let v = f32(x[base + j]);
+        acc.x += 1.0;
+        if RMS {
+            acc.z += v * v;
+        } else {
+            let d = v - acc.y;
+            acc.y += d / acc.x;
+            acc.z += d * (v - acc.y);
+        }
+    }
+    sh[lid] = acc;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if lid < stride {
+            sh[lid] = merge(sh[lid], sh[lid + stride]);
+        }
+        workgroupBarrier();
+    }
+    let stats = sh[0];
+    let mean = stats.y;
+    let rstd = inverseSqrt(max(stats.z / f32(p.len), 0.0) + p.eps);
+    for (var j = lid; j < p.len; j += WG) {
+        var v = (f32(x[base + j]) - mean) * rstd;
+        if HAS_GAMMA { v *= f32(gamma[j]); }
+        if HAS_BETA { v += f32(beta[j]); }
+        y[base + j] = T(v);
+    }
+}
