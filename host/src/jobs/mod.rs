@@ -649,9 +649,6 @@ impl Jobs {
             })
             .await?;
         if let Some(job) = &done {
-            self.events
-                .publish(&job.id, JobEvent::Completed { status: job.status });
-            self.webhooks.wake();
             let m = &self.metrics;
             m.jobs_finished
                 .with_label_values(&[
@@ -674,6 +671,10 @@ impl Jobs {
                     .with_label_values(&[&job.tenant_id])
                     .inc_by(job.credits as u64);
             }
+            // After the metrics: a waiter woken by this may read them at once.
+            self.events
+                .publish(&job.id, JobEvent::Completed { status: job.status });
+            self.webhooks.wake();
         }
         Ok(done)
     }
