@@ -1212,7 +1212,12 @@ async fn request_limits_and_bad_input_are_specific_4xx() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_gpu_gpu_tasks_fail_clearly_and_cpu_tasks_run() {
-    let s = Server::start(&[]);
+    let models = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/tiny_srvgg.safetensors");
+    std::fs::copy(&fixture, models.path().join("tiny.safetensors"))
+        .expect("the committed tiny_srvgg fixture");
+    let s = Server::start(&[("EASEL_MODELS_DIR", models.path().to_str().unwrap())]);
     let t = s.tenant("g", 0).await;
     let c = client();
     let models: Value = c
@@ -1233,6 +1238,12 @@ async fn without_a_gpu_gpu_tasks_fail_clearly_and_cpu_tasks_run() {
             .unwrap()
             .clone()
     };
+    assert_eq!(models["models"][0]["name"], "tiny", "{models}");
+    assert_eq!(
+        models["models"][0]["bytes"],
+        std::fs::metadata(&fixture).unwrap().len()
+    );
+    assert_eq!(models["models"][0]["loaded"], false);
     assert_eq!(task("noop-gpu")["available"], false);
     assert_eq!(task("convert")["available"], true);
     assert_eq!(task("convert")["credits"], 1);

@@ -32,6 +32,9 @@ pub struct TaskInfo {
 pub struct InstalledModel {
     pub name: String,
     pub bytes: u64,
+    /// From the model's manifest, when it has one.
+    pub architecture: Option<String>,
+    pub scale: Option<u32>,
     pub loaded: bool,
 }
 
@@ -82,22 +85,20 @@ pub fn task_infos(st: &AppState) -> Vec<TaskInfo> {
 
 fn models_response(st: &AppState) -> ModelsResponse {
     let loaded = st.jobs.models.loaded();
-    let mut models = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(&st.models_dir) {
-        for e in dir.flatten() {
-            let path = e.path();
-            if path.extension().is_some_and(|x| x == "safetensors")
-                && let Some(name) = path.file_stem().and_then(|s| s.to_str())
-            {
-                models.push(InstalledModel {
-                    name: name.to_owned(),
-                    bytes: e.metadata().map(|m| m.len()).unwrap_or(0),
-                    loaded: loaded.iter().any(|l| l.name == name),
-                });
-            }
-        }
-    }
-    models.sort_by(|a, b| a.name.cmp(&b.name));
+    // A missing models directory just means no models installed yet.
+    let models = crate::models::registry::list(&st.models_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| InstalledModel {
+            bytes: std::fs::metadata(&e.weights_path)
+                .map(|m| m.len())
+                .unwrap_or(0),
+            architecture: e.manifest.as_ref().and_then(|m| m.architecture.clone()),
+            scale: e.manifest.as_ref().and_then(|m| m.scale),
+            loaded: loaded.iter().any(|l| l.name == e.name),
+            name: e.name,
+        })
+        .collect();
     ModelsResponse {
         tasks: task_infos(st),
         models,
