@@ -1524,3 +1524,50 @@ async fn files_delete_expire_and_signed_urls_expire() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_file_then_env_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("custom.toml");
+    std::fs::write(
+        &file,
+        "[limits]\nmax_page_size = 2\n\n[credits]\nconvert = 4\n",
+    )
+    .unwrap();
+    let s = Server::start(&[
+        ("EASEL_CONFIG", file.to_str().unwrap()),
+        ("EASEL_CREDITS__CONVERT", "6"),
+    ]);
+    let t = s.tenant("cfg", 0).await;
+    let c = client();
+    let (st, e) = error_of(
+        c.get(s.u("/v1/jobs?limit=3"))
+            .bearer_auth(&t.key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, e["message"].as_str()),
+        (400, Some("must be between 1 and 2")),
+        "the file's limit applies"
+    );
+    let models: Value = c
+        .get(s.u("/v1/models"))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let convert = models["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "convert")
+        .unwrap()
+        .clone();
+    assert_eq!(convert["credits"], 6, "the environment overrides the file");
+}

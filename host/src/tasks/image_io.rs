@@ -293,6 +293,31 @@ mod tests {
     }
 
     #[test]
+    fn slow_decodes_time_out() {
+        let big = encode(
+            &DynamicImage::new_rgb8(3000, 3000),
+            OutFormat::Png,
+            90,
+            Metadata::default(),
+        )
+        .unwrap();
+        let lim = ImageLimits {
+            max_pixels: 1 << 26,
+            max_dimension: 4000,
+            decode_timeout: Duration::from_micros(1),
+        };
+        assert_eq!(
+            decode(big.clone().into(), &lim).err().unwrap().code,
+            "decode_timeout"
+        );
+        let lim = ImageLimits {
+            decode_timeout: Duration::from_secs(60),
+            ..lim
+        };
+        assert_eq!(decode(big.into(), &lim).unwrap().image.width(), 3000);
+    }
+
+    #[test]
     fn round_trips_every_format() {
         let img = DynamicImage::new_rgba8(8, 6);
         for f in [OutFormat::Png, OutFormat::Jpeg, OutFormat::Webp] {

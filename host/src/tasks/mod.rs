@@ -5,7 +5,7 @@
 //!
 //! Adding a task is a few lines:
 //!
-//! ```ignore
+//! ```text
 //! struct Upscale;
 //! impl Task for Upscale {
 //!     fn name(&self) -> &'static str { "upscale" }
