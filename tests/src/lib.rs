@@ -1,1 +1,3 @@
-//! Integration tests live in tests/.
+//! Integration tests live in tests/. This library holds their shared helpers.
+
+pub mod plugins;
