@@ -2,5 +2,6 @@
 //! the job queue, storage, tenants and the plugin host, plus the `easel` CLI.
 
 pub mod cli;
+pub mod plugins;
 pub mod server;
 pub mod weights;

@@ -2,6 +2,7 @@
 //
 //   POST /v1/x/thumbnailer/thumb?size=128   (body: a PNG, JPEG or WebP image)
 //   -> 200 image/png, the image fitted into a size x size square (transparent padding)
+//   GET /v1/x/thumbnailer/headers -> the request header names the plugin saw
 //
 // The pixels never enter JavaScript: decode, resize and encode run in the host through the
 // `easel:plugin/images` resource handles. Requests arrive through StarlingMonkey's fetch
@@ -19,6 +20,13 @@ function json(status, code, message) {
 
 async function handle(request) {
   const url = new URL(request.url);
+  if (url.pathname === '/headers') {
+    // What the plugin was shown of the request (the host strips credentials).
+    const names = [...request.headers.keys()].sort();
+    return new Response(JSON.stringify({ method: request.method, headers: names }), {
+      headers: { 'content-type': 'application/json' },
+    });
+  }
   if (url.pathname !== '/thumb') {
     return json(404, 'not_found', `no route ${url.pathname}; POST /thumb?size=N`);
   }

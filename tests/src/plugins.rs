@@ -66,3 +66,11 @@ pub fn percentile(samples: &mut [u64], p: f64) -> u64 {
     let idx = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
     samples[idx]
 }
+
+/// A host whose compile cache is shared by every test run (`target/plugin-test-cache`), for
+/// tests of large components (the JavaScript one) that need not prove compilation itself.
+pub fn host_with_shared_cache(tag: &str) -> PluginHost {
+    let mut cfg = test_config(tag);
+    cfg.cache_dir = workspace_root().join("target/plugin-test-cache");
+    PluginHost::new(cfg).expect("starting the plugin host")
+}
