@@ -5,9 +5,7 @@ use easel_host::plugins::{
     CallError, LimitOverrides, Limits, Manifest, ParamValue, PluginHost, PluginOutput,
     PluginRequest, TenantPolicy, UploadError,
 };
-use easel_tests::plugins::{component, host, percentile, test_config};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use easel_tests::plugins::{component, host, test_config};
 use std::time::{Duration, Instant};
 
 const HOSTILE: &str = "hostile";
@@ -17,6 +15,8 @@ fn hostile_policy() -> TenantPolicy {
         limits: Limits {
             wall_time_ms: 300,
             memory_bytes: 64 << 20,
+            // Time, not fuel, is the binding limit of a spinning guest here.
+            fuel: Limits::operator_cap_default().fuel,
             ..Limits::tenant_default()
         },
         max_concurrent_calls: 1,
@@ -106,6 +106,10 @@ async fn deep_recursion_overflows_the_stack() {
         pre(&h, "h", "deep-recursion").await.unwrap_err(),
         CallError::StackOverflow
     );
+    // Exhausting the guest's in-memory (shadow) stack faults instead: still contained.
+    let e = pre(&h, "h", "deep-recursion-shadow").await.unwrap_err();
+    assert_eq!(e.code(), "plugin_trap", "{e}");
+    assert!(e.to_string().contains("out of bounds"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,78 +247,4 @@ async fn huge_and_invalid_components_are_rejected() {
         let e = h.upload("t", "bad", bytes, None).await.unwrap_err();
         assert_eq!(e.code(), "plugin_invalid", "{what}: {e}");
     }
-}
-
-/// A well-behaved tenant's calls while the hostile corpus runs: p99 within 2x of idle.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_well_behaved_tenant_is_not_slowed_by_a_hostile_one() {
-    let h = hostile_host().await;
-    h.upload("good", "pass", component("test-passthrough"), None)
-        .await
-        .unwrap();
-    let image = easel_host::plugins::PluginImage::filled(64, 64, [9, 9, 9, 255]).unwrap();
-    let good_call = |h: PluginHost, image: easel_host::plugins::PluginImage| async move {
-        let t = Instant::now();
-        let r = h
-            .call_preprocess(
-                "good",
-                "pass",
-                PluginRequest {
-                    task: "t".into(),
-                    params: vec![],
-                    images: vec![image],
-                },
-            )
-            .await;
-        r.result.expect("the good tenant's call succeeds");
-        t.elapsed().as_micros() as u64
-    };
-    const N: usize = 300;
-    for _ in 0..20 {
-        good_call(h.clone(), image.clone()).await; // warm-up
-    }
-    let mut idle = Vec::with_capacity(N);
-    for _ in 0..N {
-        idle.push(good_call(h.clone(), image.clone()).await);
-    }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut attackers = Vec::new();
-    let mut outcomes = Vec::new();
-    for task in ["infinite-loop", "memory-bomb", "log-flood", "host-call-storm", "deep-recursion"] {
-        let (h, stop) = (h.clone(), stop.clone());
-        attackers.push(tokio::spawn(async move {
-            let mut codes = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let e = pre(&h, "h", task).await.unwrap_err();
-                codes.push(e.code());
-            }
-            codes
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut loaded = Vec::with_capacity(N);
-    for _ in 0..N {
-        loaded.push(good_call(h.clone(), image.clone()).await);
-    }
-    stop.store(true, Ordering::Relaxed);
-    for a in attackers {
-        outcomes.extend(a.await.unwrap());
-    }
-    let (p50_idle, p99_idle) = (percentile(&mut idle, 50.0), percentile(&mut idle, 99.0));
-    let (p50_load, p99_load) = (percentile(&mut loaded, 50.0), percentile(&mut loaded, 99.0));
-    eprintln!(
-        "good tenant: idle p50 {p50_idle} us p99 {p99_idle} us; under attack p50 {p50_load} us \
-         p99 {p99_load} us; {} hostile calls ended: {outcomes:?}",
-        outcomes.len()
-    );
-    assert!(!outcomes.is_empty(), "the attackers ran");
-    assert!(
-        outcomes.iter().all(|c| c.starts_with("plugin_")),
-        "every hostile call was contained: {outcomes:?}"
-    );
-    assert!(
-        p99_load <= 2 * p99_idle,
-        "p99 under attack {p99_load} us > 2 x idle {p99_idle} us"
-    );
 }

@@ -3,11 +3,12 @@
 
 use super::errors::{CallError, Violation};
 use super::limits::Limits;
+use super::sched;
 use super::state::{CallEnv, CallState, Limiter, LogBuffer, LogLevel, LogLine, SharedLog};
 use super::stdio::LogPipe;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
@@ -53,6 +54,7 @@ impl From<CallError> for Fault {
 /// Runs `f` in a fresh store limited by `env.limits`. Blocking.
 pub(crate) fn execute<R>(
     engine: &Engine,
+    demote_after: Option<Duration>,
     env: Arc<CallEnv>,
     report: &mut CallReport,
     f: impl FnOnce(&mut Store<CallState>) -> Result<R, Fault>,
@@ -91,22 +93,47 @@ pub(crate) fn execute<R>(
         started: Instant::now(),
         model_time: Default::default(),
         violation: None,
+        demoted_from: None,
     };
     let mut store = Store::new(engine, state);
+    if demote_after.is_some()
+        && store.data().env.load.hot()
+        && let Some(nice) = sched::current_nice()
+        && sched::set_nice(sched::DEMOTED_NICE.max(nice))
+    {
+        // This tenant has been keeping a core busy: its call starts at low priority.
+        store.data_mut().demoted_from = Some(nice);
+    }
     store.limiter(|s| &mut s.limiter);
     let result = (|| {
         store.set_fuel(limits.fuel)?;
         let wall = limits.wall_time();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
-            if ctx.data().guest_time() > wall {
+            let ran = ctx.data().guest_time();
+            if ran > wall {
                 ctx.data_mut().violation = Some(Violation::Timeout);
                 return Err(Violation::Timeout.into());
+            }
+            if let Some(after) = demote_after
+                && ran > after
+                && ctx.data().demoted_from.is_none()
+                && let Some(nice) = sched::current_nice()
+                && sched::set_nice(sched::DEMOTED_NICE.max(nice))
+            {
+                ctx.data_mut().demoted_from = Some(nice);
             }
             Ok(UpdateDeadline::Continue(1))
         });
         f(&mut store)
     })();
+    store.data().env.load.add(store.data().guest_time());
+    if let Some(nice) = store.data().demoted_from {
+        // Supported was checked at startup, so this succeeds; the thread is reused.
+        if !sched::set_nice(nice) {
+            tracing::warn!("could not restore a plugin thread's priority to {nice}");
+        }
+    }
     let fuel_left = store.get_fuel().unwrap_or(0);
     let data = store.data();
     report.wall_us = data.started.elapsed().as_micros() as u64;
@@ -168,12 +195,21 @@ fn classify(
             Trap::OutOfFuel => CallError::FuelExhausted { limit: limits.fuel },
             Trap::StackOverflow => CallError::StackOverflow,
             other => {
-                // A Rust guest's panic message went to stderr just before the trap.
-                let panic = logs
+                // A Rust guest's panic message went to stderr just before the trap, often
+                // in several writes (location, then message).
+                let stderr: Vec<&str> = logs
                     .iter()
-                    .rev()
-                    .find(|l| l.level == LogLevel::Stderr && l.message.contains("panicked"))
-                    .map(|l| format!(" ({})", l.message.lines().next().unwrap_or_default()))
+                    .filter(|l| l.level == LogLevel::Stderr)
+                    .map(|l| l.message.as_str())
+                    .collect();
+                let panic = stderr
+                    .iter()
+                    .rposition(|m| m.contains("panicked"))
+                    .map(|i| {
+                        let text = stderr[i..].join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
+                        let text: String = text.chars().take(300).collect();
+                        format!(" ({text})")
+                    })
                     .unwrap_or_default();
                 CallError::Trap(format!("{other}{panic}"))
             }

@@ -29,6 +29,9 @@ pub struct PluginHostConfig {
     pub max_wasm_stack: usize,
     /// Largest HTTP request body passed to an endpoint plugin.
     pub max_http_request_bytes: usize,
+    /// A guest that has run this long gets a lower CPU priority for the rest of its call
+    /// (`None` never demotes). Other tenants' short calls then preempt it.
+    pub demote_after: Option<Duration>,
 }
 
 impl PluginHostConfig {
@@ -43,6 +46,7 @@ impl PluginHostConfig {
             pool_instances: 256,
             max_wasm_stack: 512 << 10,
             max_http_request_bytes: 16 << 20,
+            demote_after: Some(Duration::from_millis(5)),
         }
     }
 }

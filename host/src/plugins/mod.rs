@@ -27,6 +27,7 @@ mod manifest;
 mod model_runner;
 mod processor;
 mod registry;
+mod sched;
 mod state;
 mod stdio;
 mod values;

@@ -9,6 +9,7 @@ use super::errors::{CallError, InitError, UploadError};
 use super::kv_store::{KvStore, MemoryKv};
 use super::manifest::{Granted, Manifest, TenantPolicy, World};
 use super::model_runner::{ModelRunner, NoModels};
+use super::sched::{TenantLoad, demotion_supported};
 use super::state::{CallEnv, CallState, LogLine};
 use super::Called;
 use serde::Serialize;
@@ -81,6 +82,7 @@ impl Entry {
 
 struct Tenant {
     policy: Arc<TenantPolicy>,
+    load: Arc<TenantLoad>,
     slots: Arc<Semaphore>,
     plugins: BTreeMap<String, Entry>,
 }
@@ -90,6 +92,7 @@ impl Tenant {
         Self {
             slots: Arc::new(Semaphore::new(policy.max_concurrent_calls.max(1))),
             policy: Arc::new(policy),
+            load: Default::default(),
             plugins: BTreeMap::new(),
         }
     }
@@ -97,6 +100,8 @@ impl Tenant {
 
 pub(crate) struct Inner {
     pub engine: Engine,
+    /// `cfg.demote_after` when this process can restore a demoted thread, else `None`.
+    demote_after: Option<std::time::Duration>,
     linker: Linker<CallState>,
     engine_key: String,
     pub cfg: PluginHostConfig,
@@ -153,6 +158,7 @@ impl PluginHost {
         start_ticker(&engine, cfg.epoch_tick);
         Ok(Self {
             inner: Arc::new(Inner {
+                demote_after: cfg.demote_after.filter(|_| demotion_supported()),
                 engine_key: engine_key(&engine),
                 engine,
                 linker,
@@ -355,7 +361,7 @@ impl PluginHost {
         name: &str,
         world: World,
     ) -> Result<Prepared, CallError> {
-        let (loaded, policy, slots, logs) = {
+        let (loaded, policy, slots, logs, load) = {
             let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
             let t = tenants
                 .get(tenant)
@@ -368,7 +374,13 @@ impl PluginHost {
                 .active()
                 .ok_or_else(|| CallError::NotFound(name.to_owned()))?
                 .clone();
-            (loaded, t.policy.clone(), t.slots.clone(), e.logs.clone())
+            (
+                loaded,
+                t.policy.clone(),
+                t.slots.clone(),
+                e.logs.clone(),
+                t.load.clone(),
+            )
         };
         if loaded.info.world != world {
             return Err(CallError::WrongWorld {
@@ -392,6 +404,7 @@ impl PluginHost {
             config: loaded.config.clone(),
             kv: self.inner.kv.clone(),
             models: self.inner.models.clone(),
+            load,
         });
         Ok(Prepared {
             loaded,
@@ -408,6 +421,7 @@ impl PluginHost {
         f: impl FnOnce(&mut Store<CallState>, &Pre) -> Result<R, Fault> + Send + 'static,
     ) -> JoinHandle<Called<R>> {
         let engine = self.inner.engine.clone();
+        let demote_after = self.inner.demote_after;
         tokio::task::spawn_blocking(move || {
             let Prepared {
                 loaded,
@@ -421,7 +435,9 @@ impl PluginHost {
                 hash: loaded.info.hash.clone(),
                 ..Default::default()
             };
-            let result = execute(&engine, env, &mut report, |store| f(store, &loaded.pre));
+            let result = execute(&engine, demote_after, env, &mut report, |store| {
+                f(store, &loaded.pre)
+            });
             drop(permit);
             let mut kept = logs.lock().unwrap_or_else(|p| p.into_inner());
             for line in &report.logs {

@@ -73,6 +73,8 @@ pub(crate) struct CallEnv {
     pub config: Arc<BTreeMap<String, String>>,
     pub kv: Arc<dyn KvStore>,
     pub models: Arc<dyn ModelRunner>,
+    /// The tenant's recent guest CPU use (for demotion).
+    pub load: Arc<super::sched::TenantLoad>,
 }
 
 impl CallEnv {
@@ -176,6 +178,8 @@ pub(crate) struct CallState {
     /// Time spent in `models.run`, which the wall-time limit does not count.
     pub model_time: Duration,
     pub violation: Option<Violation>,
+    /// The thread's nice value before this call demoted it.
+    pub demoted_from: Option<i32>,
 }
 
 impl CallState {

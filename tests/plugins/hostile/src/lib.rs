@@ -8,13 +8,23 @@ use std::hint::black_box;
 
 struct Hostile;
 
+/// Recursion with scalar locals only: it exhausts the native (wasm) stack.
 fn recurse(n: u64) -> u64 {
-    // Enough live state per frame that the optimiser cannot turn this into a loop.
-    let buf = black_box([n; 16]);
     if black_box(n) == u64::MAX {
         return 0;
     }
-    recurse(n + 1) + buf[(n % 16) as usize]
+    // Not a tail call, so every level keeps a frame.
+    recurse(n + 1).wrapping_add(black_box(n))
+}
+
+/// Recursion with an array per frame: it exhausts the guest's own stack in linear memory
+/// (Rust's shadow stack) first, which faults as an out-of-bounds access.
+fn recurse_shadow(n: u64) -> u64 {
+    let buf = black_box([n; 64]);
+    if black_box(n) == u64::MAX {
+        return 0;
+    }
+    recurse_shadow(n + 1).wrapping_add(buf[(n % 64) as usize])
 }
 
 fn outcome<T>(r: Result<T>) -> String {
@@ -42,6 +52,9 @@ impl Processor for Hostile {
             }
             "deep-recursion" => {
                 black_box(recurse(0));
+            }
+            "deep-recursion-shadow" => {
+                black_box(recurse_shadow(0));
             }
             "giant-output" => {
                 // Each 2048x2048 image is 16 MiB of host pixels; return many.
