@@ -1,8 +1,8 @@
 //! Endpoint plugins: the JavaScript `thumbnailer` answering HTTP through the host.
 
 use bytes::Bytes;
-use easel_host::plugins::{LimitOverrides, Manifest, PluginHost, PluginImage, World};
 use easel_host::plugins::images::{Fit, Format};
+use easel_host::plugins::{LimitOverrides, Manifest, PluginHost, PluginImage, World};
 use easel_tests::plugins::{component, host_with_shared_cache};
 
 async fn thumbnailer(manifest: Option<Manifest>) -> PluginHost {
@@ -13,7 +13,10 @@ async fn thumbnailer(manifest: Option<Manifest>) -> PluginHost {
         .expect("uploading the JavaScript thumbnailer");
     assert_eq!(info.world, World::Endpoint);
     assert!(
-        !info.imports.iter().any(|i| i.starts_with("wasi:http/outgoing-handler")),
+        !info
+            .imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/outgoing-handler")),
         "built without fetch(): {:?}",
         info.imports
     );
@@ -32,7 +35,8 @@ fn request(method: &str, uri: &str, body: Vec<u8>) -> http::Request<Bytes> {
 }
 
 fn json(body: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,13 +49,29 @@ async fn thumbnailer_resizes_in_the_host_and_returns_png() {
     let (resp, report) = h
         .handle_http("t", "thumbnailer", request("POST", "/thumb?size=64", png))
         .await;
-    assert_eq!(resp.status(), 200, "{}", String::from_utf8_lossy(resp.body()));
+    assert_eq!(
+        resp.status(),
+        200,
+        "{}",
+        String::from_utf8_lossy(resp.body())
+    );
     assert_eq!(resp.headers()["content-type"], "image/png");
     assert_eq!(resp.headers()["x-source-size"], "200x100");
     let got = PluginImage::decode(resp.body(), 1 << 24).unwrap();
     let want = src.resize(64, 64, Fit::Contain, None).unwrap();
-    assert_eq!(got.pixels.as_raw(), want.pixels.as_raw(), "same pixels as the host's resize");
-    assert!(report.logs.iter().any(|l| l.message.contains("200x100 -> 64x64")), "{:?}", report.logs);
+    assert_eq!(
+        got.pixels.as_raw(),
+        want.pixels.as_raw(),
+        "same pixels as the host's resize"
+    );
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.message.contains("200x100 -> 64x64")),
+        "{:?}",
+        report.logs
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,9 +93,17 @@ async fn thumbnailer_errors_and_secret_headers() {
     let r = call("GET", "/headers", vec![]).await;
     assert_eq!(r.status(), 200);
     let seen = json(r.body());
-    let names: Vec<&str> = seen["headers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let names: Vec<&str> = seen["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert!(names.contains(&"x-trace"), "{names:?}");
-    assert!(!names.contains(&"authorization") && !names.contains(&"cookie"), "{names:?}");
+    assert!(
+        !names.contains(&"authorization") && !names.contains(&"cookie"),
+        "{names:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! The example plugins in plugins/, run through the host.
 
 use easel_host::plugins::{
-    ImageInfo, KvScope, KvStore, Manifest, MemoryKv, NoModels, ParamValue, PlanStep,
-    PluginHost, PluginImage, PluginOutput, PluginRequest,
+    ImageInfo, KvScope, KvStore, Manifest, MemoryKv, NoModels, ParamValue, PlanStep, PluginHost,
+    PluginImage, PluginOutput, PluginRequest,
 };
 use easel_tests::plugins::{component, host, test_config};
 use std::collections::BTreeMap;
@@ -21,9 +21,14 @@ fn manifest(config: &[(&str, &str)]) -> Manifest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermark_stamps_exactly_the_text_box() {
     let h = host("wm");
-    h.upload("t", "watermark", component("watermark"), Some(manifest(&[("text", "TEST")])))
-        .await
-        .unwrap();
+    h.upload(
+        "t",
+        "watermark",
+        component("watermark"),
+        Some(manifest(&[("text", "TEST")])),
+    )
+    .await
+    .unwrap();
     let img = PluginImage::filled(512, 256, [40, 80, 120, 255]).unwrap();
     let mut meta = serde_json::Map::new();
     meta.insert("seed".into(), 7.into());
@@ -48,18 +53,30 @@ async fn watermark_stamps_exactly_the_text_box() {
         .unwrap();
     assert_eq!(out.images.len(), 1);
     assert_eq!(out.images[0].pixels.as_raw(), expected.pixels.as_raw());
-    assert_ne!(out.images[0].pixels.as_raw(), img.pixels.as_raw(), "something was drawn");
+    assert_ne!(
+        out.images[0].pixels.as_raw(),
+        img.pixels.as_raw(),
+        "something was drawn"
+    );
     assert_eq!(out.metadata["watermark"], "TEST");
     assert_eq!(out.metadata["seed"], 7, "existing metadata is kept");
-    assert!(logs.iter().any(|l| l.message.contains("stamped 1 image")), "{logs:?}");
+    assert!(
+        logs.iter().any(|l| l.message.contains("stamped 1 image")),
+        "{logs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermark_reports_bad_config() {
     let h = host("wm-bad");
-    h.upload("t", "watermark", component("watermark"), Some(manifest(&[("opacity", "999")])))
-        .await
-        .unwrap();
+    h.upload(
+        "t",
+        "watermark",
+        component("watermark"),
+        Some(manifest(&[("opacity", "999")])),
+    )
+    .await
+    .unwrap();
     let out = h
         .call_postprocess("t", "watermark", "x", vec![], PluginOutput::default())
         .await;
@@ -71,7 +88,10 @@ async fn watermark_reports_bad_config() {
 fn step(task: &str, params: &[(&str, ParamValue)]) -> PlanStep {
     PlanStep {
         task: task.into(),
-        params: params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
     }
 }
 
@@ -122,14 +142,22 @@ async fn product_photo_plans_cutout_background_upscale_and_canvas() {
         ]
     );
     let plan = route(1200, vec![]).await.unwrap();
-    assert_eq!(plan.steps[2], step("upscale", &[("scale", ParamValue::Int(2))]));
+    assert_eq!(
+        plan.steps[2],
+        step("upscale", &[("scale", ParamValue::Int(2))])
+    );
     let plan = route(2400, vec![]).await.unwrap();
     assert_eq!(plan.steps.len(), 3, "large inputs are not upscaled");
-    let plan = route(2400, vec![("size".into(), ParamValue::Int(3000))]).await.unwrap();
-    assert_eq!(plan.steps[3], canvas(3000));
-    let e = route(800, vec![("background".into(), ParamValue::Text("white".into()))])
+    let plan = route(2400, vec![("size".into(), ParamValue::Int(3000))])
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(plan.steps[3], canvas(3000));
+    let e = route(
+        800,
+        vec![("background".into(), ParamValue::Text("white".into()))],
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("invalid_argument"), "{e}");
 }
 
@@ -137,7 +165,10 @@ async fn product_photo_plans_cutout_background_upscale_and_canvas() {
 async fn prompt_guard_blocks_and_templates() {
     let kv = Arc::new(MemoryKv::new());
     let h = PluginHost::with_parts(test_config("pg"), kv.clone(), Arc::new(NoModels)).unwrap();
-    let m = manifest(&[("blocklist", "spider, wasp"), ("template", "{prompt}, studio lighting")]);
+    let m = manifest(&[
+        ("blocklist", "spider, wasp"),
+        ("template", "{prompt}, studio lighting"),
+    ]);
     h.upload("t", "prompt-guard", component("prompt-guard"), Some(m))
         .await
         .unwrap();
@@ -153,10 +184,16 @@ async fn prompt_guard_blocks_and_templates() {
     let ok = call("a red chair").await.unwrap();
     assert_eq!(
         ok.params,
-        vec![("prompt".into(), ParamValue::Text("a red chair, studio lighting".into()))]
+        vec![(
+            "prompt".into(),
+            ParamValue::Text("a red chair, studio lighting".into())
+        )]
     );
     // Whole words, any case; built-in and configured words.
-    assert!(call("spiderman poster").await.is_ok(), "not a whole-word match");
+    assert!(
+        call("spiderman poster").await.is_ok(),
+        "not a whole-word match"
+    );
     for bad in ["A SPIDER on a wall", "nsfw art"] {
         let e = call(bad).await.unwrap_err();
         assert!(e.to_string().contains("prompt_blocked"), "{bad}: {e}");
@@ -165,5 +202,9 @@ async fn prompt_guard_blocks_and_templates() {
         tenant: "t".into(),
         plugin: "prompt-guard".into(),
     };
-    assert_eq!(kv.get(&scope, "blocked").unwrap(), Some(b"2".to_vec()), "refusals counted");
+    assert_eq!(
+        kv.get(&scope, "blocked").unwrap(),
+        Some(b"2".to_vec()),
+        "refusals counted"
+    );
 }

@@ -80,7 +80,10 @@ async fn infinite_loop_exhausts_fuel_when_fuel_is_the_tighter_limit() {
         called.result.unwrap_err(),
         CallError::FuelExhausted { limit: 5_000_000 }
     );
-    assert_eq!(called.report.fuel_used, 5_000_000, "the report records fuel used");
+    assert_eq!(
+        called.report.fuel_used, 5_000_000,
+        "the report records fuel used"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,9 +125,14 @@ async fn giant_output_is_refused() {
         },
         ..Default::default()
     };
-    h.upload(HOSTILE, "h-small-out", component("test-hostile"), Some(manifest))
-        .await
-        .unwrap();
+    h.upload(
+        HOSTILE,
+        "h-small-out",
+        component("test-hostile"),
+        Some(manifest),
+    )
+    .await
+    .unwrap();
     let mut r = req("giant-output");
     r.params.push(("count".into(), ParamValue::Int(1)));
     let e = h
@@ -144,10 +152,22 @@ async fn log_floods_hit_the_log_limit() {
     let limit = Limits::tenant_default().log_bytes;
     for task in ["log-flood", "stdout-flood"] {
         let called = h.call_preprocess(HOSTILE, "h", req(task)).await;
-        assert_eq!(called.result.unwrap_err(), CallError::LogLimit { limit }, "{task}");
-        let logged: u64 = called.report.logs.iter().map(|l| l.message.len() as u64).sum();
+        assert_eq!(
+            called.result.unwrap_err(),
+            CallError::LogLimit { limit },
+            "{task}"
+        );
+        let logged: u64 = called
+            .report
+            .logs
+            .iter()
+            .map(|l| l.message.len() as u64)
+            .sum();
         assert!(logged <= limit, "{task}: kept {logged} bytes");
-        assert!(logged > limit / 2, "{task}: the lines before the limit are kept");
+        assert!(
+            logged > limit / 2,
+            "{task}: the lines before the limit are kept"
+        );
     }
     // The plugin's log is readable afterwards (and bounded).
     let kept = h.logs(HOSTILE, "h").unwrap();
@@ -157,9 +177,14 @@ async fn log_floods_hit_the_log_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_call_storm_hits_the_host_call_budget() {
     let h = hostile_host().await;
-    let called = h.call_preprocess(HOSTILE, "h", req("host-call-storm")).await;
+    let called = h
+        .call_preprocess(HOSTILE, "h", req("host-call-storm"))
+        .await;
     let limit = Limits::tenant_default().host_calls;
-    assert_eq!(called.result.unwrap_err(), CallError::HostCallLimit { limit });
+    assert_eq!(
+        called.result.unwrap_err(),
+        CallError::HostCallLimit { limit }
+    );
     assert_eq!(called.report.host_calls, limit + 1);
 }
 
@@ -189,9 +214,18 @@ async fn malformed_return_values_are_refused() {
     let h = hostile_host().await;
     let e = pre(&h, "h", "bad-json").await.unwrap_err();
     assert_eq!(e.code(), "plugin_bad_output", "{e}");
-    assert!(e.to_string().contains("payload"), "names the parameter: {e}");
+    assert!(
+        e.to_string().contains("payload"),
+        "names the parameter: {e}"
+    );
     let e = h
-        .call_postprocess(HOSTILE, "h", "bad-metadata", vec![], PluginOutput::default())
+        .call_postprocess(
+            HOSTILE,
+            "h",
+            "bad-metadata",
+            vec![],
+            PluginOutput::default(),
+        )
         .await
         .result
         .unwrap_err();
@@ -213,7 +247,10 @@ async fn forbidden_imports_are_rejected_at_upload_with_their_names() {
         "{names:?}"
     );
     assert_eq!(e.http_status(), 422);
-    assert!(h.list(HOSTILE).iter().all(|p| p.name != "net"), "nothing registered");
+    assert!(
+        h.list(HOSTILE).iter().all(|p| p.name != "net"),
+        "nothing registered"
+    );
     // With network allowed for the tenant, the same component is accepted.
     h.set_policy(
         "netco",

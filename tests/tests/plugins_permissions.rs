@@ -106,7 +106,9 @@ fn caps_without(interface: &str) -> Capabilities {
 async fn each_interface_works_with_its_capability() {
     let h = host();
     h.set_policy("t", allow_all());
-    h.upload("t", "h", component("test-hostile"), None).await.unwrap();
+    h.upload("t", "h", component("test-hostile"), None)
+        .await
+        .unwrap();
     for i in INTERFACES {
         assert_eq!(probe(&h, "t", i).await, "ok", "{i} with permission");
     }
@@ -118,11 +120,17 @@ async fn each_interface_is_denied_without_tenant_permission() {
     for i in INTERFACES {
         let tenant = format!("no-{i}");
         h.set_policy(&tenant, policy_without(i));
-        h.upload(&tenant, "h", component("test-hostile"), None).await.unwrap();
+        h.upload(&tenant, "h", component("test-hostile"), None)
+            .await
+            .unwrap();
         assert_eq!(probe(&h, &tenant, i).await, "permission_denied", "{i}");
         // The other interfaces still work for that tenant.
         for other in INTERFACES.iter().filter(|o| **o != i) {
-            assert_eq!(probe(&h, &tenant, other).await, "ok", "{other} while {i} denied");
+            assert_eq!(
+                probe(&h, &tenant, other).await,
+                "ok",
+                "{other} while {i} denied"
+            );
         }
     }
 }
@@ -149,7 +157,9 @@ async fn kv_is_scoped_per_tenant() {
     let h = PluginHost::with_parts(test_config("kv"), kv.clone(), Arc::new(Invert)).unwrap();
     for t in ["a", "b"] {
         h.set_policy(t, allow_all());
-        h.upload(t, "h", component("test-hostile"), None).await.unwrap();
+        h.upload(t, "h", component("test-hostile"), None)
+            .await
+            .unwrap();
     }
     assert_eq!(probe(&h, "a", "kv").await, "ok");
     use easel_host::plugins::{KvScope, KvStore};
@@ -158,5 +168,9 @@ async fn kv_is_scoped_per_tenant() {
         plugin: "h".into(),
     };
     assert_eq!(kv.get(&scope("a"), "k").unwrap(), Some(b"v".to_vec()));
-    assert_eq!(kv.get(&scope("b"), "k").unwrap(), None, "tenant b's plugin never wrote");
+    assert_eq!(
+        kv.get(&scope("b"), "k").unwrap(),
+        None,
+        "tenant b's plugin never wrote"
+    );
 }

@@ -15,9 +15,15 @@ async fn upload_reports_world_imports_exports_and_hash() {
     assert_eq!(info.version, 1);
     assert_eq!(info.world, World::Processor);
     assert_eq!(info.hash.len(), 64);
-    assert!(info.exports.contains(&"preprocess".to_string()), "{:?}", info.exports);
     assert!(
-        info.imports.iter().any(|i| i.starts_with("easel:plugin/images")),
+        info.exports.contains(&"preprocess".to_string()),
+        "{:?}",
+        info.exports
+    );
+    assert!(
+        info.imports
+            .iter()
+            .any(|i| i.starts_with("easel:plugin/images")),
         "{:?}",
         info.imports
     );
@@ -63,20 +69,39 @@ async fn compiled_artefacts_are_cached_on_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_are_immutable_pinnable_and_deletable() {
     let h = host("ver");
-    let v1 = h.upload("t", "p", component("test-passthrough"), None).await.unwrap();
-    let v2 = h.upload("t", "p", component("test-hostile"), None).await.unwrap();
+    let v1 = h
+        .upload("t", "p", component("test-passthrough"), None)
+        .await
+        .unwrap();
+    let v2 = h
+        .upload("t", "p", component("test-hostile"), None)
+        .await
+        .unwrap();
     assert_eq!((v1.version, v2.version), (1, 2));
     let (all, active) = h.versions("t", "p").unwrap();
     assert_eq!((all.len(), active), (2, 2), "the latest is active");
     h.pin("t", "p", Some(1)).unwrap();
     assert_eq!(h.versions("t", "p").unwrap().1, 1);
     let called = h
-        .call_preprocess("t", "p", PluginRequest { task: "panic".into(), ..Default::default() })
+        .call_preprocess(
+            "t",
+            "p",
+            PluginRequest {
+                task: "panic".into(),
+                ..Default::default()
+            },
+        )
         .await;
-    assert!(called.result.is_ok(), "v1 (passthrough) answers, not v2 (hostile)");
+    assert!(
+        called.result.is_ok(),
+        "v1 (passthrough) answers, not v2 (hostile)"
+    );
     assert_eq!(called.report.version, 1);
     assert!(h.pin("t", "p", Some(9)).is_err());
-    assert!(h.list("other").is_empty(), "tenants do not see each other's plugins");
+    assert!(
+        h.list("other").is_empty(),
+        "tenants do not see each other's plugins"
+    );
     assert!(h.delete("t", "p"));
     assert!(!h.delete("t", "p"));
     let e = h
@@ -103,7 +128,10 @@ async fn manifest_and_name_are_checked() {
         .upload("t", "p", component("test-passthrough"), Some(m))
         .await
         .unwrap_err();
-    assert!(matches!(e, UploadError::Manifest(ref s) if s.contains("world")), "{e}");
+    assert!(
+        matches!(e, UploadError::Manifest(ref s) if s.contains("world")),
+        "{e}"
+    );
     let m = Manifest {
         limits: LimitOverrides {
             wall_time_ms: Some(10_000_000),
@@ -118,7 +146,9 @@ async fn manifest_and_name_are_checked() {
     assert_eq!(e.code(), "plugin_limit_exceeds_cap");
     assert!(e.to_string().contains("wall_time_ms"), "{e}");
     // Calling a router as a processor names both worlds.
-    h.upload("t", "pp", component("product-photo"), None).await.unwrap();
+    h.upload("t", "pp", component("product-photo"), None)
+        .await
+        .unwrap();
     let e = h
         .call_preprocess("t", "pp", PluginRequest::default())
         .await

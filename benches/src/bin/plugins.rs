@@ -10,14 +10,15 @@
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use easel_host::plugins::{
-    ParamValue, PluginHost, PluginHostConfig, PluginImage, PluginRequest,
-};
+use easel_host::plugins::{ParamValue, PluginHost, PluginHostConfig, PluginImage, PluginRequest};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn component(name: &str) -> Result<Vec<u8>> {
@@ -113,14 +114,20 @@ async fn main() -> Result<()> {
                 "thumbnailer (JavaScript, {} bytes): upload {:.0} ms ({})",
                 info.size_bytes,
                 t.elapsed().as_secs_f64() * 1e3,
-                if info.cached { "cached artefact" } else { "compiled" }
+                if info.cached {
+                    "cached artefact"
+                } else {
+                    "compiled"
+                }
             );
             let plugin_rps = load(16, Duration::from_secs(3), {
                 let h = h.clone();
                 move || {
                     let h = h.clone();
                     async move {
-                        let (r, _) = h.handle_http("bench", "thumbnailer", headers_request()).await;
+                        let (r, _) = h
+                            .handle_http("bench", "thumbnailer", headers_request())
+                            .await;
                         assert_eq!(r.status(), 200);
                     }
                 }

@@ -155,7 +155,14 @@ pub(crate) fn execute<R>(
     match result {
         Ok(r) => Ok(r),
         Err(Fault::Call(e)) => Err(e),
-        Err(Fault::Wasm(e)) => Err(classify(e, violation, log_exceeded, fuel_left, &limits, &report.logs)),
+        Err(Fault::Wasm(e)) => Err(classify(
+            e,
+            violation,
+            log_exceeded,
+            fuel_left,
+            &limits,
+            &report.logs,
+        )),
     }
 }
 
@@ -170,7 +177,10 @@ fn classify(
 ) -> CallError {
     let violation = violation
         .or_else(|| err.downcast_ref::<Violation>().cloned())
-        .or_else(|| err.chain().find_map(|e| e.downcast_ref::<Violation>().cloned()))
+        .or_else(|| {
+            err.chain()
+                .find_map(|e| e.downcast_ref::<Violation>().cloned())
+        })
         .or(log_exceeded.then_some(Violation::LogBytes));
     if let Some(v) = violation {
         return match v {
@@ -206,7 +216,11 @@ fn classify(
                     .iter()
                     .rposition(|m| m.contains("panicked"))
                     .map(|i| {
-                        let text = stderr[i..].join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
+                        let text = stderr[i..]
+                            .join(" ")
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ");
                         let text: String = text.chars().take(300).collect();
                         format!(" ({text})")
                     })

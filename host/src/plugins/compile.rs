@@ -148,7 +148,10 @@ mod tests {
 
     #[test]
     fn worlds_are_inferred_from_exports() {
-        assert_eq!(infer_world(&["preprocess", "postprocess"]).unwrap(), World::Processor);
+        assert_eq!(
+            infer_world(&["preprocess", "postprocess"]).unwrap(),
+            World::Processor
+        );
         assert_eq!(infer_world(&["route"]).unwrap(), World::Router);
         assert_eq!(
             infer_world(&["wasi:http/incoming-handler@0.2.3"]).unwrap(),

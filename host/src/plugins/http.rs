@@ -56,10 +56,7 @@ fn error_response(e: &CallError) -> http::Response<Bytes> {
         .unwrap_or_default()
 }
 
-async fn collect_limited(
-    body: HyperOutgoingBody,
-    limit: u64,
-) -> Result<Bytes, CallError> {
+async fn collect_limited(body: HyperOutgoingBody, limit: u64) -> Result<Bytes, CallError> {
     let mut body = body;
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {

@@ -162,7 +162,8 @@ impl PluginImage {
                 enc.set_color(png::ColorType::Rgba);
                 enc.set_depth(png::BitDepth::Eight);
                 for (k, v) in &self.metadata {
-                    enc.add_itxt_chunk(k.clone(), v.clone()).map_err(|e| err(&e))?;
+                    enc.add_itxt_chunk(k.clone(), v.clone())
+                        .map_err(|e| err(&e))?;
                 }
                 let mut w = enc.write_header().map_err(|e| err(&e))?;
                 w.write_image_data(self.pixels.as_raw())
@@ -279,7 +280,9 @@ impl PluginImage {
         color: [u8; 4],
     ) -> Result<Self, ImageOpError> {
         if !(1..=64).contains(&scale) {
-            return Err(ImageOpError::Invalid(format!("scale {scale} is outside 1..=64")));
+            return Err(ImageOpError::Invalid(format!(
+                "scale {scale} is outside 1..=64"
+            )));
         }
         if text.len() > 4096 {
             return Err(ImageOpError::Invalid("text longer than 4096 bytes".into()));
@@ -289,7 +292,11 @@ impl PluginImage {
         let s = scale as i64;
         let a = color[3] as u32;
         for (i, ch) in text.chars().enumerate() {
-            let code = if ch.is_ascii() && !ch.is_ascii_control() { ch as usize } else { b'?' as usize };
+            let code = if ch.is_ascii() && !ch.is_ascii_control() {
+                ch as usize
+            } else {
+                b'?' as usize
+            };
             let glyph = font8x8::legacy::BASIC_LEGACY[code];
             let gx = x as i64 + i as i64 * 8 * s;
             if gx >= w {
@@ -310,7 +317,8 @@ impl PluginImage {
                             }
                             let p = out.get_pixel_mut(px as u32, py as u32);
                             for c in 0..3 {
-                                p.0[c] = ((color[c] as u32 * a + p.0[c] as u32 * (255 - a)) / 255) as u8;
+                                p.0[c] =
+                                    ((color[c] as u32 * a + p.0[c] as u32 * (255 - a)) / 255) as u8;
                             }
                             p.0[3] = p.0[3].max(color[3]);
                         }
@@ -352,18 +360,31 @@ mod tests {
         let back = PluginImage::decode(&png, 1 << 20).unwrap();
         assert_eq!(back.pixels.as_raw(), img.pixels.as_raw());
         let text = String::from_utf8_lossy(&png);
-        assert!(text.contains("author") && text.contains("easel"), "iTXt chunk written");
+        assert!(
+            text.contains("author") && text.contains("easel"),
+            "iTXt chunk written"
+        );
     }
 
     #[test]
     fn contain_pads_with_background_and_keeps_aspect() {
         let img = PluginImage::filled(200, 100, [255, 0, 0, 255]).unwrap();
-        let out = img.resize(100, 100, Fit::Contain, Some([255, 255, 255, 255])).unwrap();
+        let out = img
+            .resize(100, 100, Fit::Contain, Some([255, 255, 255, 255]))
+            .unwrap();
         assert_eq!((out.width(), out.height()), (100, 100));
-        assert_eq!(out.pixels.get_pixel(50, 5).0, [255, 255, 255, 255], "padding");
+        assert_eq!(
+            out.pixels.get_pixel(50, 5).0,
+            [255, 255, 255, 255],
+            "padding"
+        );
         assert_eq!(out.pixels.get_pixel(50, 50).0, [255, 0, 0, 255], "content");
         let cover = img.resize(100, 100, Fit::Cover, None).unwrap();
-        assert_eq!(cover.pixels.get_pixel(50, 5).0, [255, 0, 0, 255], "cover has no padding");
+        assert_eq!(
+            cover.pixels.get_pixel(50, 5).0,
+            [255, 0, 0, 255],
+            "cover has no padding"
+        );
     }
 
     #[test]
@@ -379,7 +400,10 @@ mod tests {
         let half = img.composite(&dot, 3, 3, 0.5).unwrap();
         let p = half.pixels.get_pixel(3, 3).0;
         let base = img.pixels.get_pixel(3, 3).0;
-        assert!((p[2] as i32 - (base[2] as i32 + 255) / 2).abs() <= 1, "{p:?} vs {base:?}");
+        assert!(
+            (p[2] as i32 - (base[2] as i32 + 255) / 2).abs() <= 1,
+            "{p:?} vs {base:?}"
+        );
     }
 
     #[test]
@@ -393,7 +417,10 @@ mod tests {
             .map(|(x, y, _)| (x, y))
             .collect();
         assert!(lit.len() > 20, "an H at scale 2 lights many pixels");
-        assert!(lit.iter().all(|&(x, y)| (8..24).contains(&x) && (8..24).contains(&y)));
+        assert!(
+            lit.iter()
+                .all(|&(x, y)| (8..24).contains(&x) && (8..24).contains(&y))
+        );
     }
 
     #[test]
@@ -401,6 +428,9 @@ mod tests {
         assert!(PluginImage::filled(0, 5, [0; 4]).is_err());
         assert!(PluginImage::filled(MAX_DIMENSION + 1, 5, [0; 4]).is_err());
         assert!(PluginImage::from_rgba(2, 2, vec![0; 15]).is_err());
-        assert_eq!(PluginImage::decode(b"nope", 1 << 20).unwrap_err().code(), "decode_error");
+        assert_eq!(
+            PluginImage::decode(b"nope", 1 << 20).unwrap_err().code(),
+            "decode_error"
+        );
     }
 }

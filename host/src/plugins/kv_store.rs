@@ -146,12 +146,22 @@ mod tests {
             max_total_bytes: 12,
         };
         kv.set(&scope("a"), "k1", b"v", &q).unwrap();
-        assert_eq!(kv.get(&scope("b"), "k1").unwrap(), None, "tenant b sees nothing");
+        assert_eq!(
+            kv.get(&scope("b"), "k1").unwrap(),
+            None,
+            "tenant b sees nothing"
+        );
         assert_eq!(kv.get(&scope("a"), "k1").unwrap(), Some(b"v".to_vec()));
-        assert_eq!(kv.set(&scope("a"), "k2", b"12345", &q).unwrap_err().code(), "quota_exceeded");
+        assert_eq!(
+            kv.set(&scope("a"), "k2", b"12345", &q).unwrap_err().code(),
+            "quota_exceeded"
+        );
         kv.set(&scope("a"), "k2", b"1234", &q).unwrap();
         assert!(kv.set(&scope("a"), "k3", b"", &q).is_err(), "max_keys");
-        assert!(kv.set(&scope("a"), "k1", b"1234", &q).is_err(), "max_total_bytes: 12 < 16");
+        assert!(
+            kv.set(&scope("a"), "k1", b"1234", &q).is_err(),
+            "max_total_bytes: 12 < 16"
+        );
         assert_eq!(kv.list_keys(&scope("a"), "k").unwrap(), vec!["k1", "k2"]);
         assert!(kv.delete(&scope("a"), "k1").unwrap());
         assert!(!kv.delete(&scope("a"), "k1").unwrap());

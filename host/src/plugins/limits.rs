@@ -130,6 +130,9 @@ mod tests {
         let e = tenant.effective(&o, &cap);
         assert_eq!(e.wall_time_ms, 5_000, "cap wins over a larger override");
         assert_eq!(e.fuel, 10, "a smaller override applies");
-        assert_eq!(e.memory_bytes, tenant.memory_bytes, "unset keeps the tenant value");
+        assert_eq!(
+            e.memory_bytes, tenant.memory_bytes,
+            "unset keeps the tenant value"
+        );
     }
 }

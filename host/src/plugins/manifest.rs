@@ -169,9 +169,8 @@ impl Granted {
 }
 
 fn model_allowed(list: &[String], asked: &str) -> bool {
-    list.iter().any(|m| {
-        m == "*" || m == asked || asked.split_once('/').is_some_and(|(task, _)| m == task)
-    })
+    list.iter()
+        .any(|m| m == "*" || m == asked || asked.split_once('/').is_some_and(|(task, _)| m == task))
 }
 
 #[cfg(test)]
@@ -189,13 +188,19 @@ mod tests {
         assert!(g.may_run(&policy.allowed_models, "upscale", None));
         assert!(g.may_run(&policy.allowed_models, "upscale", Some("x4")));
         assert!(!g.may_run(&policy.allowed_models, "remove-background", None));
-        assert!(g.kv.is_none(), "the tenant's denial wins over the plugin's request");
+        assert!(
+            g.kv.is_none(),
+            "the tenant's denial wins over the plugin's request"
+        );
         let asked = Capabilities {
             models: vec!["remove-background".into()],
             ..Default::default()
         };
         let g = Granted::new(&asked, &policy);
-        assert!(!g.may_run(&policy.allowed_models, "upscale", None), "plugin did not ask");
+        assert!(
+            !g.may_run(&policy.allowed_models, "upscale", None),
+            "plugin did not ask"
+        );
     }
 
     #[test]

@@ -28,7 +28,13 @@ fn push_all(
     imgs: Vec<PluginImage>,
 ) -> Result<Vec<Resource<PluginImage>>, Fault> {
     imgs.into_iter()
-        .map(|i| Ok(store.data_mut().table.push(i).map_err(wasmtime::Error::from)?))
+        .map(|i| {
+            Ok(store
+                .data_mut()
+                .table
+                .push(i)
+                .map_err(wasmtime::Error::from)?)
+        })
         .collect()
 }
 
@@ -102,7 +108,9 @@ impl PluginHost {
                 params: params_to_wit(&req.params),
                 images,
             };
-            let out = inst.call_preprocess(&mut *store, &wreq)?.map_err(guest_error)?;
+            let out = inst
+                .call_preprocess(&mut *store, &wreq)?
+                .map_err(guest_error)?;
             let req = PluginRequest {
                 task: out.task,
                 params: params_from_wit(out.params)?,

@@ -1,6 +1,7 @@
 //! [`PluginHost`]: the registry of tenants' plugin versions and the entry points the API
 //! calls (upload, list, delete, pin, logs, processor/router calls, HTTP endpoints).
 
+use super::Called;
 use super::bindings::{ProcessorPre, RouterPre};
 use super::call::{CallReport, Fault, execute};
 use super::compile::{forbidden_imports, infer_world, load_or_compile};
@@ -11,7 +12,6 @@ use super::manifest::{Granted, Manifest, TenantPolicy, World};
 use super::model_runner::{ModelRunner, NoModels};
 use super::sched::{TenantLoad, demotion_supported};
 use super::state::{CallEnv, CallState, LogLine};
-use super::Called;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -178,7 +178,11 @@ impl PluginHost {
     /// Sets a tenant's policy (limits, capabilities, models, concurrency). Tenants without one
     /// get [`TenantPolicy::default`]. Calls already running keep the policy they started with.
     pub fn set_policy(&self, tenant: &str, policy: TenantPolicy) {
-        let mut tenants = self.inner.tenants.write().unwrap_or_else(|p| p.into_inner());
+        let mut tenants = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         match tenants.get_mut(tenant) {
             Some(t) => {
                 t.slots = Arc::new(Semaphore::new(policy.max_concurrent_calls.max(1)));
@@ -224,7 +228,13 @@ impl PluginHost {
         let inner = self.inner.clone();
         let key = hash.clone();
         let job = tokio::task::spawn_blocking(move || {
-            load_or_compile(&inner.engine, &inner.cfg.cache_dir, &inner.engine_key, &key, &bytes)
+            load_or_compile(
+                &inner.engine,
+                &inner.cfg.cache_dir,
+                &inner.engine_key,
+                &key,
+                &bytes,
+            )
         });
         let compiled = match tokio::time::timeout(cfg.compile_timeout, job).await {
             Err(_) => {
@@ -270,7 +280,11 @@ impl PluginHost {
             World::Endpoint => Pre::Endpoint(ProxyPre::new(ipre).map_err(link)?),
         };
 
-        let mut tenants = self.inner.tenants.write().unwrap_or_else(|p| p.into_inner());
+        let mut tenants = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let t = tenants
             .entry(tenant.to_owned())
             .or_insert_with(|| Tenant::new(TenantPolicy::default()));
@@ -324,7 +338,11 @@ impl PluginHost {
 
     /// Removes a plugin and all its versions; false if it did not exist.
     pub fn delete(&self, tenant: &str, name: &str) -> bool {
-        let mut tenants = self.inner.tenants.write().unwrap_or_else(|p| p.into_inner());
+        let mut tenants = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         tenants
             .get_mut(tenant)
             .is_some_and(|t| t.plugins.remove(name).is_some())
@@ -332,7 +350,11 @@ impl PluginHost {
 
     /// Pins a version (or unpins with `None`, making the latest active).
     pub fn pin(&self, tenant: &str, name: &str, version: Option<u32>) -> Result<(), CallError> {
-        let mut tenants = self.inner.tenants.write().unwrap_or_else(|p| p.into_inner());
+        let mut tenants = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let e = tenants
             .get_mut(tenant)
             .and_then(|t| t.plugins.get_mut(name))

@@ -65,9 +65,14 @@ pub(crate) fn params_from_wit(params: Vec<types::Param>) -> Result<Params, CallE
                 types::Value::Integer(i) => ParamValue::Int(i),
                 types::Value::Number(n) => ParamValue::Number(n),
                 types::Value::Text(s) => ParamValue::Text(s),
-                types::Value::Json(s) => ParamValue::Json(serde_json::from_str(&s).map_err(|e| {
-                    CallError::BadOutput(format!("parameter `{}` is not valid JSON: {e}", p.name))
-                })?),
+                types::Value::Json(s) => {
+                    ParamValue::Json(serde_json::from_str(&s).map_err(|e| {
+                        CallError::BadOutput(format!(
+                            "parameter `{}` is not valid JSON: {e}",
+                            p.name
+                        ))
+                    })?)
+                }
             };
             Ok((p.name, v))
         })
@@ -108,7 +113,10 @@ impl PluginOutput {
             .map(PluginImage::size_bytes)
             .sum();
         let audio: u64 = self.audio.iter().map(|a| a.bytes.len() as u64).sum();
-        px + audio + serde_json::Value::Object(self.metadata.clone()).to_string().len() as u64
+        px + audio
+            + serde_json::Value::Object(self.metadata.clone())
+                .to_string()
+                .len() as u64
     }
 }
 
@@ -143,8 +151,7 @@ pub(crate) fn plan_from_wit(plan: pipeline::Plan) -> Result<Plan, CallError> {
         .map(|(i, s)| {
             let valid = !s.task.is_empty()
                 && s.task.len() <= MAX_TASK_NAME
-                && s
-                    .task
+                && s.task
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !valid {

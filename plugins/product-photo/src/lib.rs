@@ -23,7 +23,11 @@ impl Router for ProductPhoto {
                 format!("size {size} is outside 64..=8192"),
             ));
         }
-        let background = req.params.text("background").unwrap_or("#ffffff").to_owned();
+        let background = req
+            .params
+            .text("background")
+            .unwrap_or("#ffffff")
+            .to_owned();
         if parse_hex(&background).is_none() {
             return Err(PluginError::new(
                 "invalid_argument",
@@ -31,7 +35,10 @@ impl Router for ProductPhoto {
             ));
         }
         let Some(first) = req.images.first() else {
-            return Err(PluginError::new("invalid_argument", "product-photo needs an input image"));
+            return Err(PluginError::new(
+                "invalid_argument",
+                "product-photo needs an input image",
+            ));
         };
         let longest = first.width.max(first.height) as i64;
         let mut steps = vec![
@@ -51,7 +58,15 @@ impl Router for ProductPhoto {
                 .with("fit", "contain")
                 .with("background", background.as_str()),
         );
-        log(Level::Info, &format!("planned {} steps for a {}x{} input", steps.len(), first.width, first.height));
+        log(
+            Level::Info,
+            &format!(
+                "planned {} steps for a {}x{} input",
+                steps.len(),
+                first.width,
+                first.height
+            ),
+        );
         Ok(Plan { steps })
     }
 }

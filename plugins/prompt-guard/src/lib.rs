@@ -25,7 +25,12 @@ fn blocked_word(prompt: &str, extra: &str) -> Option<String> {
     BUILT_IN
         .iter()
         .map(|s| s.to_string())
-        .chain(extra.split(',').map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()))
+        .chain(
+            extra
+                .split(',')
+                .map(|s| s.trim().to_lowercase())
+                .filter(|s| !s.is_empty()),
+        )
         .find(|b| words.iter().any(|w| w == b))
 }
 
@@ -44,7 +49,10 @@ impl Processor for PromptGuard {
         };
         if let Some(word) = blocked_word(&prompt, &setting("blocklist").unwrap_or_default()) {
             count_refusal();
-            log(Level::Warn, &format!("refused a prompt containing {word:?}"));
+            log(
+                Level::Warn,
+                &format!("refused a prompt containing {word:?}"),
+            );
             return Err(PluginError::new(
                 "prompt_blocked",
                 format!("the prompt contains the blocked word {word:?}"),
@@ -52,9 +60,13 @@ impl Processor for PromptGuard {
         }
         let template = setting("template").unwrap_or_else(|| "{prompt}".to_owned());
         if !template.contains("{prompt}") {
-            return Err(PluginError::new("bad_config", "template must contain {prompt}"));
+            return Err(PluginError::new(
+                "bad_config",
+                "template must contain {prompt}",
+            ));
         }
-        req.params.set("prompt", template.replace("{prompt}", &prompt));
+        req.params
+            .set("prompt", template.replace("{prompt}", &prompt));
         Ok(req)
     }
 }

@@ -37,10 +37,17 @@ impl Processor for Watermark {
                     info.height.saturating_sub(th + margin),
                 )
             };
-            stamped.push(img.draw_text(&text, x as i32, y as i32, scale, rgba(255, 255, 255, alpha))?);
+            stamped.push(img.draw_text(
+                &text,
+                x as i32,
+                y as i32,
+                scale,
+                rgba(255, 255, 255, alpha),
+            )?);
         }
         out.images = stamped;
-        let mut meta: serde_json::Map<String, serde_json::Value> = if out.metadata.trim().is_empty() {
+        let mut meta: serde_json::Map<String, serde_json::Value> = if out.metadata.trim().is_empty()
+        {
             Default::default()
         } else {
             serde_json::from_str(&out.metadata)
@@ -48,7 +55,10 @@ impl Processor for Watermark {
         };
         meta.insert("watermark".into(), text.clone().into());
         out.metadata = serde_json::Value::Object(meta).to_string();
-        log(Level::Info, &format!("stamped {} image(s) with {text:?}", out.images.len()));
+        log(
+            Level::Info,
+            &format!("stamped {} image(s) with {text:?}", out.images.len()),
+        );
         Ok(out)
     }
 }

@@ -57,7 +57,9 @@ impl CallState {
     }
 
     fn remaining_memory(&self) -> u64 {
-        self.limiter.memory_limit.saturating_sub(self.limiter.memory_used)
+        self.limiter
+            .memory_limit
+            .saturating_sub(self.limiter.memory_used)
     }
 }
 
@@ -153,7 +155,9 @@ impl images::HostImage for CallState {
             Fit::Contain => ops::Fit::Contain,
             Fit::Cover => ops::Fit::Cover,
         };
-        let img = self.image(&this)?.resize(width, height, fit, background.map(rgba));
+        let img = self
+            .image(&this)?
+            .resize(width, height, fit, background.map(rgba));
         self.push_image(img)
     }
 
@@ -183,7 +187,9 @@ impl images::HostImage for CallState {
         let base = self.image(&this)?;
         let (w, h) = (base.width(), base.height());
         plan!(self, w, h);
-        let img = self.image(&this)?.composite(self.image(&top)?, x, y, opacity);
+        let img = self
+            .image(&this)?
+            .composite(self.image(&top)?, x, y, opacity);
         self.push_image(img)
     }
 
@@ -200,7 +206,9 @@ impl images::HostImage for CallState {
         let base = self.image(&this)?;
         let (w, h) = (base.width(), base.height());
         plan!(self, w, h);
-        let img = self.image(&this)?.draw_text(&text, x, y, scale, rgba(color));
+        let img = self
+            .image(&this)?
+            .draw_text(&text, x, y, scale, rgba(color));
         self.push_image(img)
     }
 

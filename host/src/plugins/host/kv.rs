@@ -23,7 +23,11 @@ impl kv::Host for CallState {
         if let Err(e) = self.kv_gate()? {
             return Ok(Err(e));
         }
-        Ok(self.env.kv.get(&self.env.kv_scope(), &key).map_err(kv_error))
+        Ok(self
+            .env
+            .kv
+            .get(&self.env.kv_scope(), &key)
+            .map_err(kv_error))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<HostResult<()>> {
@@ -42,7 +46,11 @@ impl kv::Host for CallState {
         if let Err(e) = self.kv_gate()? {
             return Ok(Err(e));
         }
-        Ok(self.env.kv.delete(&self.env.kv_scope(), &key).map_err(kv_error))
+        Ok(self
+            .env
+            .kv
+            .delete(&self.env.kv_scope(), &key)
+            .map_err(kv_error))
     }
 
     fn list_keys(&mut self, prefix: String) -> wasmtime::Result<HostResult<Vec<String>>> {

@@ -60,7 +60,8 @@ impl Processor for Hostile {
                 // Each 2048x2048 image is 16 MiB of host pixels; return many.
                 let n = req.params.integer("count").unwrap_or(8);
                 for _ in 0..n {
-                    req.images.push(Image::filled(2048, 2048, rgba(1, 2, 3, 255))?);
+                    req.images
+                        .push(Image::filled(2048, 2048, rgba(1, 2, 3, 255))?);
                 }
             }
             "log-flood" => loop {
