@@ -123,42 +123,44 @@ pub(crate) fn enumerate(instance: &wgpu::Instance, backends: wgpu::Backends) -> 
 
 /// Index of the adapter to use: `EASEL_ADAPTER` if set, else the best by type.
 pub(crate) fn choose(adapters: &[wgpu::Adapter]) -> Result<usize> {
-    if adapters.is_empty() {
+    let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
+    let want = std::env::var("EASEL_ADAPTER").ok();
+    choose_index(&infos, want.as_deref())
+}
+
+/// The selection rule on plain adapter descriptions (`want` is the value of
+/// `EASEL_ADAPTER`: an index, or a case-insensitive name substring).
+pub fn choose_index(infos: &[wgpu::AdapterInfo], want: Option<&str>) -> Result<usize> {
+    if infos.is_empty() {
         return Err(KernelError::NoAdapter(
-            " (on Linux without a GPU install Mesa's lavapipe: apt-get install mesa-vulkan-drivers)"
-                .into(),
+            " (on Linux without a GPU install Mesa's lavapipe: apt-get install mesa-vulkan-drivers)".into(),
         ));
     }
-    if let Ok(want) = std::env::var("EASEL_ADAPTER")
-        && !want.is_empty()
-    {
+    if let Some(want) = want.map(str::trim).filter(|w| !w.is_empty()) {
         if let Ok(idx) = want.parse::<usize>() {
-            return if idx < adapters.len() {
+            return if idx < infos.len() {
                 Ok(idx)
             } else {
                 Err(KernelError::NoAdapter(format!(
                     ": EASEL_ADAPTER={idx} but only {} adapter(s) exist",
-                    adapters.len()
+                    infos.len()
                 )))
             };
         }
         let needle = want.to_ascii_lowercase();
-        return adapters
+        return infos
             .iter()
-            .position(|a| a.get_info().name.to_ascii_lowercase().contains(&needle))
+            .position(|i| i.name.to_ascii_lowercase().contains(&needle))
             .ok_or_else(|| {
                 KernelError::NoAdapter(format!(
                     ": no adapter name contains '{want}' (EASEL_ADAPTER)"
                 ))
             });
     }
-    let best = adapters
+    let best = infos
         .iter()
         .enumerate()
-        .min_by_key(|(i, a)| {
-            let info = a.get_info();
-            (type_rank(info.device_type), backend_rank(info.backend), *i)
-        })
+        .min_by_key(|(i, info)| (type_rank(info.device_type), backend_rank(info.backend), *i))
         .map(|(i, _)| i)
         .expect("non-empty");
     Ok(best)
@@ -229,5 +231,77 @@ pub(crate) fn classify(info: &wgpu::AdapterInfo) -> AdapterClass {
         0x8086 => AdapterClass::Intel,
         0x106b => AdapterClass::Apple,
         _ => AdapterClass::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(
+        name: &str,
+        device_type: wgpu::DeviceType,
+        backend: wgpu::Backend,
+    ) -> wgpu::AdapterInfo {
+        wgpu::AdapterInfo {
+            name: name.into(),
+            vendor: 0,
+            device: 0,
+            device_type,
+            device_pci_bus_id: String::new(),
+            driver: String::new(),
+            driver_info: String::new(),
+            backend,
+            subgroup_min_size: 0,
+            subgroup_max_size: 0,
+            transient_saves_memory: None,
+            limit_bucket: None,
+        }
+    }
+
+    #[test]
+    fn prefers_discrete_then_integrated_then_virtual_then_cpu() {
+        use wgpu::{Backend::*, DeviceType::*};
+        let list = vec![
+            info("llvmpipe", Cpu, Vulkan),
+            info("virgl", VirtualGpu, Vulkan),
+            info("Intel UHD", IntegratedGpu, Vulkan),
+            info("NVIDIA H100", DiscreteGpu, Gl),
+            info("NVIDIA H100", DiscreteGpu, Vulkan),
+        ];
+        assert_eq!(
+            choose_index(&list, None).unwrap(),
+            4,
+            "discrete on a native backend first"
+        );
+        assert_eq!(choose_index(&list[..3], None).unwrap(), 2);
+        assert_eq!(choose_index(&list[..2], None).unwrap(), 1);
+        assert_eq!(choose_index(&list[..1], None).unwrap(), 0);
+    }
+
+    #[test]
+    fn easel_adapter_overrides_by_index_or_name() {
+        use wgpu::{Backend::*, DeviceType::*};
+        let list = vec![
+            info("llvmpipe (LLVM 15)", Cpu, Vulkan),
+            info("AMD Radeon", DiscreteGpu, Vulkan),
+        ];
+        assert_eq!(choose_index(&list, Some("0")).unwrap(), 0);
+        assert_eq!(choose_index(&list, Some("LLVMpipe")).unwrap(), 0);
+        assert_eq!(choose_index(&list, Some("radeon")).unwrap(), 1);
+        assert_eq!(choose_index(&list, Some("")).unwrap(), 1);
+        let e = choose_index(&list, Some("7")).unwrap_err().to_string();
+        assert!(
+            e.contains("EASEL_ADAPTER=7") && e.contains("2 adapter"),
+            "{e}"
+        );
+        let e = choose_index(&list, Some("intel")).unwrap_err().to_string();
+        assert!(e.contains("'intel'"), "{e}");
+        assert!(
+            choose_index(&[], None)
+                .unwrap_err()
+                .to_string()
+                .contains("mesa-vulkan-drivers")
+        );
     }
 }

@@ -31,6 +31,30 @@ pub struct Caps {
     pub subgroup_max_size: u32,
     pub timestamp_query: bool,
     pub cooperative_matrix: bool,
+    /// Square cooperative-matrix size (8 or 16) with f16 A/B and an f32
+    /// accumulator, 0 when the adapter has no such configuration.
+    pub coop_f16_f32acc: u32,
+    /// Square cooperative-matrix size with f32 A/B/accumulator, 0 if none.
+    pub coop_f32: u32,
+}
+
+/// The largest square cooperative-matrix sizes naga can express (8, 16) for
+/// (f16 x f16 + f32, f32 x f32 + f32), 0 where the adapter has none.
+fn coop_sizes(adapter: &wgpu::Adapter) -> (u32, u32) {
+    use wgpu::CooperativeScalarType as S;
+    let mut out = (0, 0);
+    for p in adapter.cooperative_matrix_properties() {
+        let square = p.m_size == p.n_size && p.n_size == p.k_size;
+        if !square || !(p.m_size == 8 || p.m_size == 16) || p.cr_type != S::F32 {
+            continue;
+        }
+        match p.ab_type {
+            S::F16 => out.0 = out.0.max(p.m_size),
+            S::F32 => out.1 = out.1.max(p.m_size),
+            _ => {}
+        }
+    }
+    out
 }
 
 struct Batch {
@@ -82,16 +106,31 @@ pub struct Bind<'a> {
     pub size: u64,
 }
 
+/// Options for opening a device; `Default` reads the environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GpuOptions {
+    /// Per-op timestamp profiling; `None` = `EASEL_PROFILE`.
+    pub profile: Option<bool>,
+}
+
 impl Gpu {
     /// Opens the adapter chosen by [`adapter`]'s rules (type preference,
     /// `EASEL_ADAPTER`, `EASEL_BACKEND`) with every optional feature it has.
     pub fn new() -> Result<Gpu> {
+        Self::with_options(GpuOptions::default())
+    }
+
+    pub fn with_options(opts: GpuOptions) -> Result<Gpu> {
         let backends = adapter::backends_from_env()?;
         let instance = adapter::make_instance(backends);
         let adapters = adapter::enumerate(&instance, backends);
         let idx = adapter::choose(&adapters)?;
         let report = adapter::report(idx, &adapters[idx], true);
-        Self::open(adapters.into_iter().nth(idx).expect("index valid"), report)
+        Self::open(
+            adapters.into_iter().nth(idx).expect("index valid"),
+            report,
+            opts,
+        )
     }
 
     /// A process-wide shared device, opened on first use. Tests and the CLI
@@ -104,7 +143,7 @@ impl Gpu {
             .map_err(|m| KernelError::Device(format!("GPU unavailable: {m}")))
     }
 
-    fn open(adapter: wgpu::Adapter, report: AdapterReport) -> Result<Gpu> {
+    fn open(adapter: wgpu::Adapter, report: AdapterReport, opts: GpuOptions) -> Result<Gpu> {
         let info = adapter.get_info();
         let granted = adapter.features() & adapter::wanted_features();
         let limits = adapter.limits();
@@ -143,7 +182,13 @@ impl Gpu {
             subgroup_max_size: info.subgroup_max_size,
             timestamp_query: granted.contains(wgpu::Features::TIMESTAMP_QUERY),
             cooperative_matrix: granted.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+            coop_f16_f32acc: 0,
+            coop_f32: 0,
         };
+        let mut caps = caps;
+        if caps.cooperative_matrix {
+            (caps.coop_f16_f32acc, caps.coop_f32) = coop_sizes(&adapter);
+        }
         let uniform_arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("easel.params"),
             size: UNIFORM_ARENA_BYTES,
@@ -156,9 +201,10 @@ impl Gpu {
             usage: crate::pool::TENSOR_USAGE,
             mapped_at_creation: false,
         });
-        let profiler = (profile::enabled_by_env() && caps.timestamp_query)
+        let want_profile = opts.profile.unwrap_or_else(profile::enabled_by_env);
+        let profiler = (want_profile && caps.timestamp_query)
             .then(|| Mutex::new(Profiler::new(&device, &queue, MAX_PASSES_PER_BATCH)));
-        if profile::enabled_by_env() && !caps.timestamp_query {
+        if want_profile && !caps.timestamp_query {
             tracing::warn!("EASEL_PROFILE=1 but the adapter has no timestamp queries; no profile");
         }
         let class = adapter::classify(&info);

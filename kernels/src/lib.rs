@@ -5,6 +5,7 @@
 //! can be added without changing model code.
 
 pub mod adapter;
+pub mod bench;
 pub mod dtype;
 pub mod error;
 pub mod gpu;
@@ -18,7 +19,7 @@ pub mod testing;
 pub use adapter::{AdapterClass, AdapterReport, list_adapters};
 pub use dtype::DType;
 pub use error::{KernelError, Result};
-pub use gpu::{Bind, Caps, Gpu};
+pub use gpu::{Bind, Caps, Gpu, GpuOptions};
 pub use ops::{Activation, Epilogue};
 pub use pipeline::{Access, Kernel};
 pub use pool::MemoryStats;

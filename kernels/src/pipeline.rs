@@ -39,6 +39,9 @@ pub struct Kernel<'a> {
     pub bindings: &'a [Access],
     /// Whether the shader uses f16 even when `dtype` is f32 (mixed kernels).
     pub needs_f16: bool,
+    /// Extra `enable` directives (e.g. `wgpu_cooperative_matrix`), which must
+    /// precede every declaration and so cannot come from `includes`.
+    pub enables: &'static [&'static str],
 }
 
 impl<'a> Kernel<'a> {
@@ -58,6 +61,7 @@ impl<'a> Kernel<'a> {
             includes: &[],
             bindings,
             needs_f16: false,
+            enables: &[],
         }
     }
     pub fn entry(mut self, entry: &'static str) -> Self {
@@ -72,6 +76,10 @@ impl<'a> Kernel<'a> {
         self.defines.extend(d);
         self
     }
+    pub fn enables(mut self, e: &'static [&'static str]) -> Self {
+        self.enables = e;
+        self
+    }
     pub fn includes(mut self, inc: &'static [&'static str]) -> Self {
         self.includes = inc;
         self
@@ -82,6 +90,9 @@ impl<'a> Kernel<'a> {
         let mut s = String::new();
         if self.dtype == DType::F16 || self.needs_f16 {
             s.push_str("enable f16;\n");
+        }
+        for e in self.enables {
+            s.push_str(&format!("enable {e};\n"));
         }
         let t = self.dtype.wgsl();
         s.push_str(&format!("alias T = {t};\nalias T4 = vec4<{t}>;\n"));
@@ -99,6 +110,9 @@ impl<'a> Kernel<'a> {
     fn key(&self) -> PipelineKey {
         PipelineKey {
             op: self.op,
+            // Launchers that generate source (unrolled variants) pass a
+            // distinct leaked string per variant: key on its address too.
+            source: self.source.as_ptr() as usize,
             entry: self.entry,
             dtype: self.dtype,
             defines: self
@@ -112,6 +126,7 @@ impl<'a> Kernel<'a> {
             includes: self.includes.iter().map(|s| s.as_ptr() as usize).collect(),
             bindings: self.bindings.to_vec(),
             needs_f16: self.needs_f16,
+            enables: self.enables.join(","),
         }
     }
 }
@@ -119,12 +134,14 @@ impl<'a> Kernel<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PipelineKey {
     op: &'static str,
+    source: usize,
     entry: &'static str,
     dtype: DType,
     defines: String,
     includes: Vec<usize>,
     bindings: Vec<Access>,
     needs_f16: bool,
+    enables: String,
 }
 
 /// A compiled pipeline and the layout its bind groups must follow.

@@ -154,6 +154,31 @@ impl Tensor {
         })
     }
 
+    /// The leading `numel(shape)` elements of this tensor's buffer viewed as
+    /// `shape` (no copy). For `[1, C, H, W]` and `shape = [1, c, H, W]`,
+    /// `c <= C`, this is the channel prefix: dense blocks write a block's
+    /// output at channel offset 0 of a wider tensor and pass this view on as
+    /// the next block's residual.
+    pub fn prefix_view(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel_of(shape) > self.numel() {
+            return Err(KernelError::Shape {
+                op: "prefix_view",
+                msg: format!(
+                    "{:?} ({} elements) does not fit in {:?} ({} elements)",
+                    shape,
+                    numel_of(shape),
+                    self.shape,
+                    self.numel()
+                ),
+            });
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            ..self.clone()
+        })
+    }
+
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }

@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod devices;
+pub mod models;
+pub mod run;
+pub mod run_bg;
 pub mod serve;
 
 /// Easel: self-hosted AI image models on any GPU, with sandboxed tenant plugins.
@@ -42,6 +45,12 @@ pub enum Command {
     Devices(devices::Args),
     /// Run the HTTP server.
     Serve(serve::Args),
+    /// List and import models in the models directory.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Run a model on local files.
+    #[command(subcommand)]
+    Run(run::RunCommand),
     /// Run benchmarks on the chosen adapter.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -66,6 +75,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Devices(a) => devices::run(a),
         Command::Serve(a) => serve::run(a, &cli.data_dir, &cli.models_dir),
+        Command::Models(c) => models::run(c, &cli.models_dir),
+        Command::Run(c) => run::run(c, &cli.models_dir),
         Command::Bench(c) => bench::run(c),
     }
 }

@@ -1,0 +1,7 @@
+//! Model families and the models directory.
+
+pub mod detect;
+pub mod esrgan;
+pub mod manifest;
+pub mod registry;
+pub mod rsu;
