@@ -143,7 +143,7 @@ mod tests {
             max_keys: 2,
             max_key_bytes: 8,
             max_value_bytes: 4,
-            max_total_bytes: 12,
+            max_total_bytes: 11,
         };
         kv.set(&scope("a"), "k1", b"v", &q).unwrap();
         assert_eq!(
@@ -160,7 +160,7 @@ mod tests {
         assert!(kv.set(&scope("a"), "k3", b"", &q).is_err(), "max_keys");
         assert!(
             kv.set(&scope("a"), "k1", b"1234", &q).is_err(),
-            "max_total_bytes: 12 < 16"
+            "max_total_bytes: 12 bytes would exceed 11"
         );
         assert_eq!(kv.list_keys(&scope("a"), "k").unwrap(), vec!["k1", "k2"]);
         assert!(kv.delete(&scope("a"), "k1").unwrap());
