@@ -34,43 +34,33 @@ struct Lane {
 }
 
 impl Lane {
-    /// Index of the job to run next.
+    /// Index of the job to run next: one pass over the queue (this runs
+    /// for every dispatch, so it must stay linear in the queue length).
     fn pick(&self) -> Option<usize> {
         let class = self.queued.iter().map(|j| j.tenant_priority).max()?;
-        // The tenant to serve: least recently served, ties to the one whose
-        // best job was submitted first.
-        let mut best: Option<(u64, i64, usize)> = None;
+        // Each tenant's next job: highest priority, then oldest.
+        let mut next_of: HashMap<&str, usize> = HashMap::new();
         for (i, j) in self.queued.iter().enumerate() {
             if j.tenant_priority != class {
                 continue;
             }
-            let served = self.served.get(&j.tenant_id).copied().unwrap_or(0);
-            let own_best = self.best_of(&j.tenant_id);
-            if own_best != i {
-                continue;
-            }
-            let key = (served, j.seq, i);
-            if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
-                best = Some(key);
+            let e = next_of.entry(j.tenant_id.as_str()).or_insert(i);
+            let cur = &self.queued[*e];
+            if (j.priority, -j.seq) > (cur.priority, -cur.seq) {
+                *e = i;
             }
         }
-        best.map(|b| b.2)
-    }
-
-    /// Index of `tenant`'s next job: highest priority, then oldest.
-    fn best_of(&self, tenant: &str) -> usize {
-        let mut best = usize::MAX;
-        for (i, j) in self.queued.iter().enumerate() {
-            if j.tenant_id != tenant {
-                continue;
-            }
-            if best == usize::MAX
-                || (j.priority, -j.seq) > (self.queued[best].priority, -self.queued[best].seq)
-            {
-                best = i;
-            }
-        }
-        best
+        // The tenant to serve: least recently served, ties to the one whose
+        // next job was submitted first.
+        next_of
+            .into_iter()
+            .min_by_key(|(t, i)| {
+                (
+                    self.served.get(*t).copied().unwrap_or(0),
+                    self.queued[*i].seq,
+                )
+            })
+            .map(|(_, i)| i)
     }
 
     fn take(&mut self, i: usize) -> QueuedJob {
@@ -262,6 +252,30 @@ mod tests {
         assert!(s.remove("low"));
         assert!(!s.remove("low"));
         assert!(s.next().is_none());
+    }
+
+    #[test]
+    fn picking_stays_linear_in_queue_length() {
+        // 5000 queued jobs of 50 tenants drain in well under a second (the
+        // first version was quadratic per pick and took minutes here).
+        let s = Scheduler::new(1, 1);
+        for i in 0..5000 {
+            s.push(job(&format!("j{i}"), &format!("t{}", i % 50), 0, 0, i));
+        }
+        let t = std::time::Instant::now();
+        let order = drain(&s);
+        assert_eq!(order.len(), 5000);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
+        // Round-robin: the first 50 picks are 50 different tenants.
+        let first: std::collections::HashSet<_> = order[..50]
+            .iter()
+            .map(|id| id[1..].parse::<usize>().unwrap() % 50)
+            .collect();
+        assert_eq!(first.len(), 50);
     }
 
     #[test]
