@@ -1,31 +1,163 @@
-//! The HTTP server. (The full API arrives with the API issue; this is the
-//! health endpoint the foundation needs.)
+//! Assembles the server from its parts (database, blob store, tenants, task
+//! registry, job core, webhooks, metrics, HTTP router) and runs it until
+//! SIGTERM/Ctrl-C, then drains running jobs.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use axum::{Json, Router, routing::get};
 
-pub fn router() -> Router {
-    Router::new().route("/healthz", get(healthz))
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::db::Db;
+use crate::jobs::view::Urls;
+use crate::jobs::{Jobs, JobsDeps};
+use crate::metrics::Metrics;
+use crate::storage::files::Files;
+use crate::storage::signing::{self, UrlSigner};
+use crate::tasks::{ModelCache, Registry};
+use crate::tenants::Tenants;
+use crate::webhooks::Webhooks;
+
+/// Every long-lived part, ready to serve.
+pub struct Server {
+    pub state: AppState,
+    pub router: axum::Router,
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
-}
-
-pub async fn serve(listen: &str, data_dir: &Path, _models_dir: &Path) -> anyhow::Result<()> {
+/// Opens the data directory and builds the server (jobs not started yet).
+pub async fn build(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow::Result<Server> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let db = Db::open(data_dir)
+        .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    let blobs =
+        crate::storage::open(&config.storage, data_dir).context("opening the blob store")?;
+    let secret =
+        signing::load_or_create_secret(config.storage.url_signing_secret.as_deref(), data_dir)
+            .context("loading the URL signing secret")?;
+    let urls = Urls::new(
+        UrlSigner::new(secret, config.storage.url_ttl_secs),
+        config.public_url.as_deref(),
+    );
+    let metrics = Arc::new(Metrics::new());
+    let webhooks = Webhooks::new(db.clone(), config.webhooks.clone(), metrics.clone());
+    let gpu = if config.gpu.enabled {
+        tokio::task::spawn_blocking(|| easel_kernels::Gpu::shared().map_err(|e| e.to_string()))
+            .await
+            .context("opening the GPU")?
+    } else {
+        Err("the GPU is disabled by configuration (gpu.enabled = false)".to_owned())
+    };
+    match &gpu {
+        Ok(g) => tracing::info!("GPU: {}", g.info().name),
+        Err(e) => tracing::warn!("no GPU: {e}; GPU tasks will fail, CPU tasks run"),
+    }
+    let files = Files {
+        db: db.clone(),
+        blobs,
+        retention_secs: config.storage.retention_secs,
+    };
+    let jobs = Jobs::new(JobsDeps {
+        db: db.clone(),
+        files,
+        registry: Registry::builtin(config.debug_tasks, config.credits.clone()),
+        webhooks,
+        metrics: metrics.clone(),
+        gpu,
+        models: Arc::new(ModelCache::new(config.gpu.model_memory_budget_bytes)),
+        limits: config.limits.clone(),
+        config: config.jobs.clone(),
+        urls,
+    });
+    let state = AppState::new(
+        jobs,
+        Tenants::new(db),
+        Arc::new(config),
+        metrics,
+        models_dir.to_owned(),
+    );
+    let router = api::router(state.clone());
+    Ok(Server { state, router })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+pub async fn serve(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow::Result<()> {
+    let listen = config.listen.clone();
+    let grace = Duration::from_secs(config.jobs.shutdown_grace_secs);
+    let sweep = Duration::from_secs(config.storage.sweep_interval_secs.max(1));
+    let server = build(config, data_dir, models_dir).await?;
+    let st = server.state.clone();
+    let rec = st.jobs.start().await.context("recovering jobs")?;
+    if rec != Default::default() {
+        tracing::warn!(
+            "recovered jobs: {} interrupted and queued again, {} failed, {} queued",
+            rec.requeued,
+            rec.failed,
+            rec.queued
+        );
+    }
+    st.jobs.webhooks.spawn();
+    st.jobs.files.clone().spawn_sweeper(sweep);
+
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-    eprintln!("easel listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on http://{addr}");
+    eprintln!("easel listening on http://{addr}");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http = tokio::spawn(async move {
+        let mut rx = stop_rx;
+        axum::serve(listener, server.router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tokio::select! {
+        r = &mut http => return Ok(r.context("HTTP server task")??),
+        _ = shutdown_signal() => {}
+    }
+    eprintln!(
+        "easel: shutting down; draining running jobs (up to {} s)",
+        grace.as_secs()
+    );
+    let _ = stop_tx.send(true);
+    if !st.jobs.drain(grace).await {
+        eprintln!(
+            "easel: jobs still running after the grace period; they will be recovered at the next start"
+        );
+    }
+    // Open streams (SSE of queued jobs) would hold the HTTP server forever.
+    if tokio::time::timeout(Duration::from_secs(5), &mut http)
+        .await
+        .is_err()
+    {
+        http.abort();
+    }
+    eprintln!("easel: stopped");
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! `../shared` live, and a server process that is killed on drop.
 
 pub mod npy;
+pub mod plugins;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ pub mod models;
 pub mod run;
 pub mod run_bg;
 pub mod serve;
+pub mod tenants;
 
 /// Easel: self-hosted AI image models on any GPU, with sandboxed tenant plugins.
 #[derive(Debug, Parser)]
@@ -54,6 +55,9 @@ pub enum Command {
     /// Run benchmarks on the chosen adapter.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Manage tenants (API keys, credits).
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
 }
 
 /// Logging to stderr; `RUST_LOG` wins over `-v`.
@@ -78,5 +82,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(c) => models::run(c, &cli.models_dir),
         Command::Run(c) => run::run(c, &cli.models_dir),
         Command::Bench(c) => bench::run(c),
+        Command::Tenants(c) => tenants::run(c, &cli.data_dir),
     }
 }

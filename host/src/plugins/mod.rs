@@ -1,0 +1,53 @@
+//! The plugin host: tenants upload WebAssembly components (WIT package `easel:plugin`) and
+//! Easel runs them in a sandbox meant for code from strangers.
+//!
+//! - [`PluginHost::upload`] checks size, compiles off the async runtime (cached on disk by
+//!   content hash and engine), refuses imports outside the allowed set, infers the world, and
+//!   keeps an `InstancePre` per version.
+//! - [`PluginHost::call_preprocess`], [`call_postprocess`](PluginHost::call_postprocess),
+//!   [`call_router`](PluginHost::call_router) and [`handle_http`](PluginHost::handle_http)
+//!   instantiate into a fresh `Store` from the pooling allocator on a blocking thread, under
+//!   the tenant's limits (wall time by epoch, fuel, memory, tables, instances, output, log,
+//!   host calls), and return a [`CallReport`] either way.
+//!
+//! Guests run on tokio's blocking pool, one thread per running call, so a spinning guest holds
+//! a thread, not an async worker; each tenant's concurrent calls are capped by its policy.
+
+mod bindings;
+mod call;
+mod compile;
+mod engine;
+mod errors;
+mod host;
+mod http;
+pub mod images;
+mod kv_store;
+mod limits;
+mod manifest;
+mod model_runner;
+mod processor;
+mod registry;
+mod sched;
+mod state;
+mod stdio;
+mod values;
+
+pub use call::CallReport;
+pub use engine::PluginHostConfig;
+pub use errors::{CallError, InitError, UploadError};
+pub use images::PluginImage;
+pub use kv_store::{KvError, KvScope, KvStore, MemoryKv};
+pub use limits::{LimitOverrides, Limits};
+pub use manifest::{Capabilities, KvQuota, Manifest, TenantPolicy, World};
+pub use model_runner::{ModelCall, ModelResult, ModelRunError, ModelRunner, NoModels};
+pub use processor::ImageInfo;
+pub use registry::{LogRecord, PluginHost, PluginVersionInfo};
+pub use state::{LogLevel, LogLine};
+pub use values::{Audio, ParamValue, Params, Plan, PlanStep, PluginOutput, PluginRequest};
+
+/// The result of a guest call and what it cost.
+#[derive(Debug)]
+pub struct Called<T> {
+    pub result: Result<T, CallError>,
+    pub report: CallReport,
+}

@@ -1,0 +1,539 @@
+//! [`PluginHost`]: the registry of tenants' plugin versions and the entry points the API
+//! calls (upload, list, delete, pin, logs, processor/router calls, HTTP endpoints).
+
+use super::Called;
+use super::bindings::{ProcessorPre, RouterPre};
+use super::call::{CallReport, Fault, execute};
+use super::compile::{forbidden_imports, infer_world, load_or_compile};
+use super::engine::{PluginHostConfig, build_engine, build_linker, engine_key, start_ticker};
+use super::errors::{CallError, InitError, UploadError};
+use super::kv_store::{KvStore, MemoryKv};
+use super::manifest::{Granted, Manifest, TenantPolicy, World};
+use super::model_runner::{ModelRunner, NoModels};
+use super::sched::{TenantLoad, demotion_supported};
+use super::state::{CallEnv, CallState, LogLine};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store};
+use wasmtime_wasi_http::p2::bindings::sync::ProxyPre;
+
+/// Lines of log kept per plugin for `GET /v1/plugins/{name}/logs`.
+const KEPT_LOG_LINES: usize = 1_000;
+/// Longest plugin name.
+const MAX_NAME: usize = 64;
+
+/// What an upload produced, and what `GET /v1/plugins/{name}` lists.
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginVersionInfo {
+    pub name: String,
+    /// 1, 2, ... per plugin name; versions are immutable.
+    pub version: u32,
+    /// SHA-256 of the component bytes, hex.
+    pub hash: String,
+    pub world: World,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub size_bytes: usize,
+    /// Compile time, or the time to load the cached artefact when `cached`.
+    pub compile_ms: f64,
+    pub cached: bool,
+}
+
+pub(crate) enum Pre {
+    Processor(ProcessorPre<CallState>),
+    Router(RouterPre<CallState>),
+    Endpoint(ProxyPre<CallState>),
+}
+
+pub(crate) struct Loaded {
+    pub info: PluginVersionInfo,
+    pub manifest: Manifest,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub pre: Pre,
+}
+
+/// A logged line and the call it came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogRecord {
+    pub version: u32,
+    #[serde(flatten)]
+    pub line: LogLine,
+}
+
+struct Entry {
+    versions: Vec<Arc<Loaded>>,
+    pinned: Option<u32>,
+    logs: Arc<Mutex<VecDeque<LogRecord>>>,
+}
+
+impl Entry {
+    fn active(&self) -> Option<&Arc<Loaded>> {
+        match self.pinned {
+            Some(v) => self.versions.iter().find(|l| l.info.version == v),
+            None => self.versions.last(),
+        }
+    }
+}
+
+struct Tenant {
+    policy: Arc<TenantPolicy>,
+    load: Arc<TenantLoad>,
+    slots: Arc<Semaphore>,
+    plugins: BTreeMap<String, Entry>,
+}
+
+impl Tenant {
+    fn new(policy: TenantPolicy) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(policy.max_concurrent_calls.max(1))),
+            policy: Arc::new(policy),
+            load: Default::default(),
+            plugins: BTreeMap::new(),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub engine: Engine,
+    /// `cfg.demote_after` when this process can restore a demoted thread, else `None`.
+    demote_after: Option<std::time::Duration>,
+    linker: Linker<CallState>,
+    engine_key: String,
+    pub cfg: PluginHostConfig,
+    kv: Arc<dyn KvStore>,
+    models: Arc<dyn ModelRunner>,
+    tenants: RwLock<HashMap<String, Tenant>>,
+}
+
+/// The plugin host. Cheap to clone; share one per server.
+#[derive(Clone)]
+pub struct PluginHost {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// A call ready to run: the plugin version, the environment, and a concurrency slot.
+pub(crate) struct Prepared {
+    pub loaded: Arc<Loaded>,
+    pub env: Arc<CallEnv>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    logs: Arc<Mutex<VecDeque<LogRecord>>>,
+}
+
+fn validate_name(name: &str) -> Result<(), UploadError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(UploadError::InvalidName(format!(
+            "{name:?}: 1-{MAX_NAME} of [a-z0-9_-], starting with a letter or digit"
+        )))
+    }
+}
+
+impl PluginHost {
+    /// Starts the engine (and its epoch thread) with the in-memory key-value store and no
+    /// model runner; see [`with_models`](Self::with_models) and [`with_kv`](Self::with_kv).
+    pub fn new(cfg: PluginHostConfig) -> Result<Self, InitError> {
+        Self::with_parts(cfg, Arc::new(MemoryKv::new()), Arc::new(NoModels))
+    }
+
+    /// Starts the engine with the given key-value store and model runner.
+    pub fn with_parts(
+        cfg: PluginHostConfig,
+        kv: Arc<dyn KvStore>,
+        models: Arc<dyn ModelRunner>,
+    ) -> Result<Self, InitError> {
+        let engine = build_engine(&cfg).map_err(|e| InitError(format!("{e:#}")))?;
+        let linker = build_linker(&engine).map_err(|e| InitError(format!("{e:#}")))?;
+        start_ticker(&engine, cfg.epoch_tick);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                demote_after: cfg.demote_after.filter(|_| demotion_supported()),
+                engine_key: engine_key(&engine),
+                engine,
+                linker,
+                cfg,
+                kv,
+                models,
+                tenants: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The operator settings.
+    pub fn config(&self) -> &PluginHostConfig {
+        &self.inner.cfg
+    }
+
+    /// Sets a tenant's policy (limits, capabilities, models, concurrency). Tenants without one
+    /// get [`TenantPolicy::default`]. Calls already running keep the policy they started with.
+    pub fn set_policy(&self, tenant: &str, policy: TenantPolicy) {
+        let mut tenants = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match tenants.get_mut(tenant) {
+            Some(t) => {
+                t.slots = Arc::new(Semaphore::new(policy.max_concurrent_calls.max(1)));
+                t.policy = Arc::new(policy);
+            }
+            None => {
+                tenants.insert(tenant.to_owned(), Tenant::new(policy));
+            }
+        }
+    }
+
+    fn policy(&self, tenant: &str) -> Arc<TenantPolicy> {
+        let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
+        tenants
+            .get(tenant)
+            .map(|t| t.policy.clone())
+            .unwrap_or_default()
+    }
+
+    /// Validates, compiles (or loads from the cache) and registers a new version of `name`.
+    pub async fn upload(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        manifest: Option<Manifest>,
+    ) -> Result<PluginVersionInfo, UploadError> {
+        validate_name(name)?;
+        let cfg = &self.inner.cfg;
+        if bytes.len() > cfg.max_component_bytes {
+            return Err(UploadError::TooLarge {
+                size: bytes.len(),
+                limit: cfg.max_component_bytes,
+            });
+        }
+        let manifest = manifest.unwrap_or_default();
+        let policy = self.policy(tenant);
+        check_overrides(&manifest, cfg)?;
+        let hash = hex(&Sha256::digest(&bytes));
+        let size_bytes = bytes.len();
+
+        // Compiling is CPU-bound and slow: off the async runtime, with a deadline.
+        let inner = self.inner.clone();
+        let key = hash.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            load_or_compile(
+                &inner.engine,
+                &inner.cfg.cache_dir,
+                &inner.engine_key,
+                &key,
+                &bytes,
+            )
+        });
+        let compiled = match tokio::time::timeout(cfg.compile_timeout, job).await {
+            Err(_) => {
+                return Err(UploadError::CompileTimeout {
+                    limit_ms: cfg.compile_timeout.as_millis() as u64,
+                });
+            }
+            Ok(Err(join)) => return Err(UploadError::Invalid(format!("compiler failed: {join}"))),
+            Ok(Ok(r)) => r?,
+        };
+
+        let engine = &self.inner.engine;
+        let ty = compiled.component.component_type();
+        let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
+        let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+        let import_refs: Vec<&str> = imports.iter().map(String::as_str).collect();
+        let bad = forbidden_imports(&import_refs, policy.network);
+        if !bad.is_empty() {
+            return Err(UploadError::ForbiddenImports(
+                bad.into_iter().map(str::to_owned).collect(),
+            ));
+        }
+        let export_refs: Vec<&str> = exports.iter().map(String::as_str).collect();
+        let world = infer_world(&export_refs)?;
+        if let Some(w) = manifest.world
+            && w != world
+        {
+            return Err(UploadError::Manifest(format!(
+                "world: the manifest says {} but the component exports a {}",
+                w.as_str(),
+                world.as_str()
+            )));
+        }
+        let link = |e: wasmtime::Error| UploadError::Link(format!("{e:#}"));
+        let ipre = self
+            .inner
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(link)?;
+        let pre = match world {
+            World::Processor => Pre::Processor(ProcessorPre::new(ipre).map_err(link)?),
+            World::Router => Pre::Router(RouterPre::new(ipre).map_err(link)?),
+            World::Endpoint => Pre::Endpoint(ProxyPre::new(ipre).map_err(link)?),
+        };
+
+        let mut tenants = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let t = tenants
+            .entry(tenant.to_owned())
+            .or_insert_with(|| Tenant::new(TenantPolicy::default()));
+        let entry = t.plugins.entry(name.to_owned()).or_insert_with(|| Entry {
+            versions: Vec::new(),
+            pinned: None,
+            logs: Default::default(),
+        });
+        let version = entry.versions.last().map_or(1, |l| l.info.version + 1);
+        let info = PluginVersionInfo {
+            name: name.to_owned(),
+            version,
+            hash,
+            world,
+            imports,
+            exports,
+            size_bytes,
+            compile_ms: compiled.compile_ms,
+            cached: compiled.cached,
+        };
+        entry.versions.push(Arc::new(Loaded {
+            info: info.clone(),
+            config: Arc::new(manifest.config.clone()),
+            manifest,
+            pre,
+        }));
+        Ok(info)
+    }
+
+    /// The active version of each of the tenant's plugins.
+    pub fn list(&self, tenant: &str) -> Vec<PluginVersionInfo> {
+        let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
+        tenants
+            .get(tenant)
+            .map(|t| {
+                t.plugins
+                    .values()
+                    .filter_map(|e| e.active().map(|l| l.info.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every version of a plugin (oldest first) and the active one, or `None` if unknown.
+    pub fn versions(&self, tenant: &str, name: &str) -> Option<(Vec<PluginVersionInfo>, u32)> {
+        let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
+        let e = tenants.get(tenant)?.plugins.get(name)?;
+        let active = e.active()?.info.version;
+        Some((e.versions.iter().map(|l| l.info.clone()).collect(), active))
+    }
+
+    /// Removes a plugin and all its versions; false if it did not exist.
+    pub fn delete(&self, tenant: &str, name: &str) -> bool {
+        let mut tenants = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        tenants
+            .get_mut(tenant)
+            .is_some_and(|t| t.plugins.remove(name).is_some())
+    }
+
+    /// Pins a version (or unpins with `None`, making the latest active).
+    pub fn pin(&self, tenant: &str, name: &str, version: Option<u32>) -> Result<(), CallError> {
+        let mut tenants = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let e = tenants
+            .get_mut(tenant)
+            .and_then(|t| t.plugins.get_mut(name))
+            .ok_or_else(|| CallError::NotFound(name.to_owned()))?;
+        if let Some(v) = version
+            && !e.versions.iter().any(|l| l.info.version == v)
+        {
+            return Err(CallError::NotFound(format!("{name} version {v}")));
+        }
+        e.pinned = version;
+        Ok(())
+    }
+
+    /// The last log lines of a plugin (all versions), oldest first.
+    pub fn logs(&self, tenant: &str, name: &str) -> Option<Vec<LogRecord>> {
+        let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
+        let e = tenants.get(tenant)?.plugins.get(name)?;
+        let logs = e.logs.lock().unwrap_or_else(|p| p.into_inner());
+        Some(logs.iter().cloned().collect())
+    }
+
+    /// Resolves the active version and waits for one of the tenant's call slots.
+    pub(crate) async fn prepare(
+        &self,
+        tenant: &str,
+        name: &str,
+        world: World,
+    ) -> Result<Prepared, CallError> {
+        let (loaded, policy, slots, logs, load) = {
+            let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
+            let t = tenants
+                .get(tenant)
+                .ok_or_else(|| CallError::NotFound(name.to_owned()))?;
+            let e = t
+                .plugins
+                .get(name)
+                .ok_or_else(|| CallError::NotFound(name.to_owned()))?;
+            let loaded = e
+                .active()
+                .ok_or_else(|| CallError::NotFound(name.to_owned()))?
+                .clone();
+            (
+                loaded,
+                t.policy.clone(),
+                t.slots.clone(),
+                e.logs.clone(),
+                t.load.clone(),
+            )
+        };
+        if loaded.info.world != world {
+            return Err(CallError::WrongWorld {
+                plugin: name.to_owned(),
+                expected: world.as_str(),
+                actual: loaded.info.world.as_str(),
+            });
+        }
+        let permit = slots
+            .acquire_owned()
+            .await
+            .map_err(|_| CallError::Busy("the tenant's call slots were closed".into()))?;
+        let env = Arc::new(CallEnv {
+            tenant: tenant.to_owned(),
+            plugin: name.to_owned(),
+            limits: policy
+                .limits
+                .effective(&loaded.manifest.limits, &self.inner.cfg.caps),
+            granted: Granted::new(&loaded.manifest.capabilities, &policy),
+            policy,
+            config: loaded.config.clone(),
+            kv: self.inner.kv.clone(),
+            models: self.inner.models.clone(),
+            load,
+        });
+        Ok(Prepared {
+            loaded,
+            env,
+            permit,
+            logs,
+        })
+    }
+
+    /// Runs `f` on a blocking thread in a fresh store; the handle yields the result and report.
+    pub(crate) fn spawn<R: Send + 'static>(
+        &self,
+        prepared: Prepared,
+        f: impl FnOnce(&mut Store<CallState>, &Pre) -> Result<R, Fault> + Send + 'static,
+    ) -> JoinHandle<Called<R>> {
+        let engine = self.inner.engine.clone();
+        let demote_after = self.inner.demote_after;
+        tokio::task::spawn_blocking(move || {
+            let Prepared {
+                loaded,
+                env,
+                permit,
+                logs,
+            } = prepared;
+            let mut report = CallReport {
+                plugin: loaded.info.name.clone(),
+                version: loaded.info.version,
+                hash: loaded.info.hash.clone(),
+                ..Default::default()
+            };
+            let result = execute(&engine, demote_after, env, &mut report, |store| {
+                f(store, &loaded.pre)
+            });
+            drop(permit);
+            let mut kept = logs.lock().unwrap_or_else(|p| p.into_inner());
+            for line in &report.logs {
+                if kept.len() == KEPT_LOG_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(LogRecord {
+                    version: loaded.info.version,
+                    line: line.clone(),
+                });
+            }
+            Called { result, report }
+        })
+    }
+
+    /// `prepare` + `spawn` + wait.
+    pub(crate) async fn run<R: Send + 'static>(
+        &self,
+        tenant: &str,
+        name: &str,
+        world: World,
+        f: impl FnOnce(&mut Store<CallState>, &Pre) -> Result<R, Fault> + Send + 'static,
+    ) -> Called<R> {
+        let prepared = match self.prepare(tenant, name, world).await {
+            Ok(p) => p,
+            Err(e) => {
+                return Called {
+                    result: Err(e),
+                    report: CallReport {
+                        plugin: name.to_owned(),
+                        ..Default::default()
+                    },
+                };
+            }
+        };
+        match self.spawn(prepared, f).await {
+            Ok(called) => called,
+            Err(join) => Called {
+                result: Err(CallError::Internal(format!("plugin thread failed: {join}"))),
+                report: CallReport {
+                    plugin: name.to_owned(),
+                    ..Default::default()
+                },
+            },
+        }
+    }
+}
+
+/// Refuses manifest limits above the operator's caps (rather than silently lowering them).
+fn check_overrides(m: &Manifest, cfg: &PluginHostConfig) -> Result<(), UploadError> {
+    let o = &m.limits;
+    let c = &cfg.caps;
+    let checks: [(&str, Option<u64>, u64); 8] = [
+        ("wall_time_ms", o.wall_time_ms, c.wall_time_ms),
+        ("fuel", o.fuel, c.fuel),
+        ("memory_bytes", o.memory_bytes, c.memory_bytes),
+        ("table_elements", o.table_elements, c.table_elements),
+        ("instances", o.instances.map(u64::from), c.instances as u64),
+        ("output_bytes", o.output_bytes, c.output_bytes),
+        ("log_bytes", o.log_bytes, c.log_bytes),
+        ("host_calls", o.host_calls, c.host_calls),
+    ];
+    for (field, asked, cap) in checks {
+        if let Some(a) = asked
+            && a > cap
+        {
+            return Err(UploadError::LimitExceedsCap(format!(
+                "limits.{field} = {a} exceeds the operator's cap of {cap}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
