@@ -8,8 +8,11 @@
 //           reused for every channel of the offset group.
 //   place:  copies a matmul result [NB, Cout, PC] into the output at
 //           pixels [p0, p0+PC) and adds the bias.
-//   bias:   adds the bias in place (when one matmul produced the whole output).
-// Prelude constant: HAS_MASK.
+//   add_bias: adds the bias in place (when one matmul produced the whole output).
+//   pack:   weights [Cout, Cin, KH, KW] (x) -> [Cout/32][KH*KW][Cin][32] (out).
+//   fused:  CPU adapters (8-lane subgroups): the whole conv in one pass,
+//           see below.
+// Prelude constants: HAS_MASK, HAS_BIAS.
 
 struct Params {
     cin: u32, h: u32, w: u32, ho: u32,
@@ -25,22 +28,16 @@ struct Params {
 @group(0) @binding(2) var<storage, read> offset: array<T>;
 @group(0) @binding(3) var<storage, read> mask: array<T>;
 @group(0) @binding(4) var<storage, read> bias: array<T>;
-@group(0) @binding(5) var<storage, read_write> out: array<T>;
+@group(0) @binding(5) var<storage, read> wp: array<T4>;
+@group(0) @binding(6) var<storage, read_write> out: array<T>;
 
-@compute @workgroup_size(256)
-fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if i >= p.total { return; }
+// Bilinear corners of the sample of (image n, offset group g, tap, output
+// pixel q): indices into one channel plane and weights (mask folded in).
+// Corners outside the image read index 0 with weight 0.
+struct Sample { i: vec4<u32>, w: vec4<f32> }
+
+fn setup(n: u32, g: u32, tap: u32, q: u32) -> Sample {
     let kk = p.kh * p.kw;
-    // Pixel fastest: neighbouring lanes read neighbouring offsets and write
-    // neighbouring columns.
-    let j = i % p.pc;
-    let tap = (i / p.pc) % kk;
-    let g = (i / (p.pc * kk)) % p.groups;
-    let b = i / (p.pc * kk * p.groups);
-    let n = p.n0 + b;
-    let q = p.p0 + j;
     let hwo = p.ho * p.wo;
     let oy = q / p.wo;
     let ox = q % p.wo;
@@ -86,14 +83,36 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let i2 = select(0u, r0 + c1, oky0 && okx1);
     let i3 = select(0u, r1 + c0, oky1 && okx0);
     let i4 = select(0u, r1 + c1, oky1 && okx1);
+    return Sample(vec4<u32>(i1, i2, i3, i4), vec4<f32>(w1, w2, w3, w4));
+}
+
+fn sample(s: Sample, xb: u32) -> f32 {
+    let v = vec4<f32>(f32(x[xb + s.i.x]), f32(x[xb + s.i.y]), f32(x[xb + s.i.z]),
+                      f32(x[xb + s.i.w]));
+    return dot(s.w, v);
+}
+
+@compute @workgroup_size(256)
+fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.total { return; }
+    let kk = p.kh * p.kw;
+    // Pixel fastest: neighbouring lanes read neighbouring offsets and write
+    // neighbouring columns.
+    let j = i % p.pc;
+    let tap = (i / p.pc) % kk;
+    let g = (i / (p.pc * kk)) % p.groups;
+    let b = i / (p.pc * kk * p.groups);
+    let n = p.n0 + b;
+    let q = p.p0 + j;
+    let s = setup(n, g, tap, q);
     let hw = p.h * p.w;
     let kdim = p.cin * kk;
     var xb = (n * p.cin + g * p.cpg) * hw;
     var cb = (b * kdim + g * p.cpg * kk + tap) * p.pc + j;
     for (var c = 0u; c < p.cpg; c++) {
-        let v = w1 * f32(x[xb + i1]) + w2 * f32(x[xb + i2]) + w3 * f32(x[xb + i3])
-            + w4 * f32(x[xb + i4]);
-        out[cb] = T(v);
+        out[cb] = T(sample(s, xb));
         xb += hw;
         cb += kk * p.pc;
     }
@@ -119,4 +138,83 @@ fn add_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if i >= p.total { return; }
     let co = (i / (p.ho * p.wo)) % p.cout;
     out[i] = T(f32(out[i]) + f32(bias[co]));
+}
+
+@compute @workgroup_size(256)
+fn pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.total { return; }
+    let kk = p.kh * p.kw;
+    let e = i % 32u;
+    let c = (i / 32u) % p.cin;
+    let tap = (i / (32u * p.cin)) % kk;
+    let co = (i / (32u * p.cin * kk)) * 32u + e;
+    var v = T(0.0);
+    if co < p.cout { v = x[(co * p.cin + c) * kk + tap]; }
+    out[i] = v;
+}
+
+// One output pixel x 32 output channels per lane. The channel block comes
+// from the workgroup id, so the 8 lanes of a subgroup need the same 32
+// weights per (tap, channel): lane l loads vec4 l and subgroupBroadcast
+// hands them round (lavapipe runs every storage load as a per-lane loop, so
+// loads, not FMAs, set the speed). The bilinear corners are computed once per
+// (tap, offset group) and reused for its channels. `total` = workgroups.
+// Accumulators are named variables: private arrays spill on lavapipe.
+@compute @workgroup_size(64)
+fn fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let lane = lid % 8u;
+    let wgi = wid.x + wid.y * nwg.x;
+    let hwo = p.ho * p.wo;
+    let pix_blocks = (hwo + 63u) / 64u;
+    let co_blocks = (p.cout + 31u) / 32u;
+    let cb = wgi % co_blocks;
+    let pb = (wgi / co_blocks) % pix_blocks;
+    let n = min(wgi / (co_blocks * pix_blocks), p.nb - 1u);
+    let q = min(pb * 64u + lid, hwo - 1u);
+    let kk = p.kh * p.kw;
+    let hw = p.h * p.w;
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    for (var tap = 0u; tap < kk; tap++) {
+        for (var g = 0u; g < p.groups; g++) {
+            let s = setup(n, g, tap, q);
+            var xb = (n * p.cin + g * p.cpg) * hw;
+            var wi = ((cb * kk + tap) * p.cin + g * p.cpg) * 8u + lane;
+            for (var c = 0u; c < p.cpg; c++) {
+                let v = vec4<f32>(sample(s, xb));
+                let wl = vec4<f32>(wp[wi]);
+                a0 = fma(v, subgroupBroadcast(wl, 0u), a0);
+                a1 = fma(v, subgroupBroadcast(wl, 1u), a1);
+                a2 = fma(v, subgroupBroadcast(wl, 2u), a2);
+                a3 = fma(v, subgroupBroadcast(wl, 3u), a3);
+                a4 = fma(v, subgroupBroadcast(wl, 4u), a4);
+                a5 = fma(v, subgroupBroadcast(wl, 5u), a5);
+                a6 = fma(v, subgroupBroadcast(wl, 6u), a6);
+                a7 = fma(v, subgroupBroadcast(wl, 7u), a7);
+                xb += hw;
+                wi += 8u;
+            }
+        }
+    }
+    if wgi >= p.total || pb * 64u + lid >= hwo { return; }
+    let co0 = cb * 32u;
+    store4(a0, n, co0, q); store4(a1, n, co0 + 4u, q);
+    store4(a2, n, co0 + 8u, q); store4(a3, n, co0 + 12u, q);
+    store4(a4, n, co0 + 16u, q); store4(a5, n, co0 + 20u, q);
+    store4(a6, n, co0 + 24u, q); store4(a7, n, co0 + 28u, q);
+}
+
+fn store4(a: vec4<f32>, n: u32, co: u32, q: u32) {
+    for (var e = 0u; e < 4u; e++) {
+        if co + e < p.cout {
+            var v = a[e];
+            if HAS_BIAS { v += f32(bias[co + e]); }
+            out[(n * p.cout + co + e) * p.ho * p.wo + q] = T(v);
+        }
+    }
 }
