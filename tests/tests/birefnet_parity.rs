@@ -152,3 +152,23 @@ fn load_rejects_missing_and_misshaped_tensors() {
     assert!(err.contains(bad) && err.contains("shape"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The layout enumeration (used to write random checkpoints of the
+/// published sizes) names exactly the tensors of an upstream checkpoint,
+/// less the training-only heads and the constant index buffers.
+#[test]
+fn tensor_layout_matches_the_upstream_checkpoint() {
+    let w = Weights::open(&fixture("birefnet-tiny.safetensors")).unwrap();
+    let cfg = BiRefNetConfig::from_weights(&w).unwrap();
+    let upstream: BTreeMap<String, Vec<usize>> = w
+        .index()
+        .iter()
+        .filter(|(n, _)| {
+            !n.contains("conv_ms_spvn")
+                && !n.contains("gdt_convs_pred")
+                && !n.ends_with("relative_position_index")
+        })
+        .map(|(n, i)| (n.clone(), i.shape.clone()))
+        .collect();
+    assert_eq!(cfg.tensor_shapes(), upstream);
+}

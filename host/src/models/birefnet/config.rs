@@ -325,3 +325,173 @@ fn dec_blk(w: &Weights, p: &str) -> Result<DecBlkConfig, BiRefNetError> {
         aspp,
     })
 }
+
+impl BiRefNetConfig {
+    /// The published layout for a Swin width: `Tiny` (BiRefNet_lite) or
+    /// `Large` (BiRefNet, BiRefNet_HR); `None` for the others, which have
+    /// no released BiRefNet checkpoints.
+    pub fn published(variant: SwinVariant) -> Option<BiRefNetConfig> {
+        let (embed, depths, heads, window) = match variant {
+            SwinVariant::Tiny => (96, [2, 2, 6, 2], [3, 6, 12, 24], 7),
+            SwinVariant::Large => (192, [2, 2, 18, 2], [6, 12, 24, 48], 12),
+            _ => return None,
+        };
+        let stages = (0..4)
+            .map(|l| StageConfig {
+                dim: embed << l,
+                depth: depths[l],
+                heads: heads[l],
+                mlp_hidden: 4 * (embed << l),
+            })
+            .collect();
+        let ch = [16 * embed, 8 * embed, 4 * embed, 2 * embed];
+        let aspp = AsppConfig {
+            in_ch: 64,
+            branch_ch: 256,
+            parallel: 1,
+            pool_bn: true,
+        };
+        let blk = |in_ch: usize, out_ch: usize| DecBlkConfig {
+            in_ch,
+            inter_ch: 64,
+            out_ch,
+            aspp: Some(aspp.clone()),
+        };
+        Some(BiRefNetConfig {
+            swin: SwinConfig {
+                in_ch: 3,
+                patch_size: 4,
+                embed_dim: embed,
+                window,
+                stages,
+            },
+            channels: ch,
+            cxt_num: 3,
+            squeeze: vec![blk(ch[0] + ch[1] + ch[2] + ch[3], ch[0])],
+            dec_blocks: [
+                blk(ch[0] + ch[0] / 8, ch[1]),
+                blk(ch[1] + ch[0] / 8, ch[2]),
+                blk(ch[2] + ch[1] / 8, ch[3]),
+                blk(ch[3] + ch[2] / 8, ch[3] / 2),
+            ],
+            dec_ipt: Some(DecIptConfig {
+                split: true,
+                inter_ch: 64,
+                out_ch: [ch[0] / 8, ch[0] / 8, ch[1] / 8, ch[2] / 8, ch[3] / 8],
+            }),
+            out_ref: Some((16, true)),
+        })
+    }
+
+    /// Every tensor [`super::BiRefNet::load`] reads, with its shape, by the
+    /// published names (for writing random checkpoints of a layout).
+    pub fn tensor_shapes(&self) -> std::collections::BTreeMap<String, Vec<usize>> {
+        let mut s = std::collections::BTreeMap::new();
+        let mut put = |name: String, shape: Vec<usize>| {
+            s.insert(name, shape);
+        };
+        let sw = &self.swin;
+        let (e, p) = (sw.embed_dim, sw.patch_size);
+        put("bb.patch_embed.proj.weight".into(), vec![e, sw.in_ch, p, p]);
+        for n in ["bb.patch_embed.proj.bias", "bb.patch_embed.norm.weight", "bb.patch_embed.norm.bias"] {
+            put(n.into(), vec![e]);
+        }
+        let side = 2 * sw.window - 1;
+        for (l, st) in sw.stages.iter().enumerate() {
+            let c = st.dim;
+            for b in 0..st.depth {
+                let q = format!("bb.layers.{l}.blocks.{b}");
+                for n in ["norm1", "norm2"] {
+                    put(format!("{q}.{n}.weight"), vec![c]);
+                    put(format!("{q}.{n}.bias"), vec![c]);
+                }
+                put(format!("{q}.attn.relative_position_bias_table"), vec![side * side, st.heads]);
+                for (n, o, i) in [
+                    ("attn.qkv", 3 * c, c),
+                    ("attn.proj", c, c),
+                    ("mlp.fc1", st.mlp_hidden, c),
+                    ("mlp.fc2", c, st.mlp_hidden),
+                ] {
+                    put(format!("{q}.{n}.weight"), vec![o, i]);
+                    put(format!("{q}.{n}.bias"), vec![o]);
+                }
+            }
+            if l + 1 < sw.stages.len() {
+                let q = format!("bb.layers.{l}.downsample");
+                put(format!("{q}.norm.weight"), vec![4 * c]);
+                put(format!("{q}.norm.bias"), vec![4 * c]);
+                put(format!("{q}.reduction.weight"), vec![2 * c, 4 * c]);
+            }
+            put(format!("bb.norm{l}.weight"), vec![c]);
+            put(format!("bb.norm{l}.bias"), vec![c]);
+        }
+        let mut conv = |q: &str, cin: usize, cout: usize, k: usize, bias: bool| {
+            s.insert(format!("{q}.weight"), vec![cout, cin, k, k]);
+            if bias {
+                s.insert(format!("{q}.bias"), vec![cout]);
+            }
+        };
+        let mut convs: Vec<(String, usize, usize, usize, bool)> = Vec::new();
+        let mut bns: Vec<(String, usize)> = Vec::new();
+        let mut blk = |q: &str, b: &DecBlkConfig| {
+            convs.push((format!("{q}.conv_in"), b.in_ch, b.inter_ch, 3, true));
+            bns.push((format!("{q}.bn_in"), b.inter_ch));
+            convs.push((format!("{q}.conv_out"), b.inter_ch, b.out_ch, 3, true));
+            bns.push((format!("{q}.bn_out"), b.out_ch));
+            if let Some(a) = &b.aspp {
+                let q = format!("{q}.dec_att");
+                let branches = std::iter::once((format!("{q}.aspp1"), 1))
+                    .chain((0..a.parallel).map(|i| (format!("{q}.aspp_deforms.{i}"), 3)));
+                for (r, k) in branches {
+                    let c = format!("{r}.atrous_conv");
+                    convs.push((format!("{c}.offset_conv"), a.in_ch, 2 * k * k, k, true));
+                    convs.push((format!("{c}.modulator_conv"), a.in_ch, k * k, k, true));
+                    convs.push((format!("{c}.regular_conv"), a.in_ch, a.branch_ch, k, false));
+                    bns.push((format!("{r}.bn"), a.branch_ch));
+                }
+                convs.push((format!("{q}.global_avg_pool.1"), a.in_ch, a.branch_ch, 1, false));
+                if a.pool_bn {
+                    bns.push((format!("{q}.global_avg_pool.2"), a.branch_ch));
+                }
+                convs.push((format!("{q}.conv1"), a.branch_ch * (2 + a.parallel), a.in_ch, 1, false));
+                bns.push((format!("{q}.bn1"), a.in_ch));
+            }
+        };
+        for (i, b) in self.squeeze.iter().enumerate() {
+            blk(&format!("squeeze_module.{i}"), b);
+        }
+        for (k, b) in self.dec_blocks.iter().enumerate() {
+            blk(&format!("decoder.decoder_block{}", 4 - k), b);
+        }
+        let ch = self.channels;
+        if let Some(d) = &self.dec_ipt {
+            for k in 0..5 {
+                let cin = if d.split { 3 * [1024, 256, 64, 16, 1][k] } else { 3 };
+                let q = format!("decoder.ipt_blk{}", 5 - k);
+                convs.push((format!("{q}.conv1"), cin, d.inter_ch, 3, true));
+                convs.push((format!("{q}.conv_out"), d.inter_ch, d.out_ch[k], 3, true));
+            }
+        }
+        for (i, c) in [(4, ch[1]), (3, ch[2]), (2, ch[3])] {
+            convs.push((format!("decoder.lateral_block{i}.conv"), c, c, 1, true));
+            if let Some((n, bn)) = self.out_ref {
+                convs.push((format!("decoder.gdt_convs_{i}.0"), c, n, 3, true));
+                if bn {
+                    bns.push((format!("decoder.gdt_convs_{i}.1"), n));
+                }
+                convs.push((format!("decoder.gdt_convs_attn_{i}.0"), n, 1, 1, true));
+            }
+        }
+        let last_in = ch[3] / 2 + self.dec_ipt.as_ref().map_or(0, |d| d.out_ch[4]);
+        convs.push(("decoder.conv_out1.0".into(), last_in, 1, 1, true));
+        for (q, cin, cout, k, bias) in convs {
+            conv(&q, cin, cout, k, bias);
+        }
+        for (q, c) in bns {
+            for n in ["weight", "bias", "running_mean", "running_var"] {
+                s.insert(format!("{q}.{n}"), vec![c]);
+            }
+        }
+        s
+    }
+}
