@@ -66,6 +66,24 @@ def conv_case(cin, cout, hw, dtype):
     return "numpy-im2col", run
 
 
+def deform_case(cin, cout, hw, dtype):
+    """torchvision's CPU deform_conv2d (DCNv2 with mask and bias), if installed."""
+    if not HAVE_TORCH:
+        return None
+    try:
+        import torch
+        from torchvision.ops import deform_conv2d
+    except ImportError:
+        return None
+    t = torch.float32 if dtype == "f32" else torch.float16
+    x = torch.rand(1, cin, hw, hw, dtype=t)
+    off = (torch.rand(1, 18, hw, hw) * 4 - 2).to(t)
+    mask = torch.rand(1, 9, hw, hw, dtype=t)
+    w = torch.rand(cout, cin, 3, 3, dtype=t)
+    b = torch.rand(cout, dtype=t)
+    return "torchvision", lambda: deform_conv2d(x, off, w, b, padding=1, mask=mask)
+
+
 def main():
     for line in sys.stdin:
         if not line.strip():
@@ -83,6 +101,16 @@ def main():
             cin, cout = (int(v) for v in chans.split("->"))
             hw = int(size.split("x")[0])
             impl, fn = conv_case(cin, cout, hw, dtype)
+            flops = 2.0 * cin * cout * 9 * hw * hw
+            reps = 5
+        elif op == "deform_conv2d":
+            _, chans, size = shape.split(" ")
+            cin, cout = (int(v) for v in chans.split("->"))
+            hw = int(size.split("x")[0])
+            case_ = deform_case(cin, cout, hw, dtype)
+            if case_ is None:
+                continue
+            impl, fn = case_
             flops = 2.0 * cin * cout * 9 * hw * hw
             reps = 5
         else:

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::ops::conv2d::{Conv2d, Conv2dConfig};
+use crate::ops::deform_conv2d::{DeformConv2dConfig, deform_conv2d};
 use crate::ops::matmul::{MatmulOpts, matmul};
 use crate::testing::rand_vec;
 use crate::{DType, Epilogue, Gpu, Result, Tensor};
@@ -125,8 +126,44 @@ pub fn conv3x3(
     ))
 }
 
+/// Modulated deformable 3x3 conv (DCNv2, one offset group, bias), padding 1,
+/// batch 1, offsets in [-2, 2] so samples are fractional as in a model.
+pub fn deform3x3(
+    gpu: &Gpu,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    dtype: DType,
+    reps: usize,
+) -> Result<BenchResult> {
+    let up = |shape: &[usize], seed: u64, lo: f32, hi: f32| {
+        let n = shape.iter().product();
+        Tensor::from_f32(gpu, shape, &rand_vec(n, seed, lo, hi), dtype)
+    };
+    let x = up(&[1, cin, hw, hw], 3, -1.0, 1.0)?;
+    let off = up(&[1, 18, hw, hw], 6, -2.0, 2.0)?;
+    let mask = up(&[1, 9, hw, hw], 7, 0.0, 1.0)?;
+    let w = up(&[cout, cin, 3, 3], 4, -0.1, 0.1)?;
+    let b = up(&[cout], 5, -0.1, 0.1)?;
+    let cfg = DeformConv2dConfig::padded(1);
+    let t = time_ms(gpu, 1, reps, || {
+        deform_conv2d(&x, &off, Some(&mask), &w, Some(&b), &cfg)
+    })?;
+    let flops = 2.0 * (cin * cout * 9 * hw * hw) as f64;
+    Ok(result(
+        gpu,
+        "deform_conv2d",
+        dtype,
+        format!("3x3 {cin}->{cout} {hw}x{hw}"),
+        flops,
+        t,
+        reps,
+    ))
+}
+
 /// The standard suite of the foundation issue: matmul 1024^3/2048^3/4096^3
-/// and conv2d 3x3 64->64 on 128^2 and 256^2, f32 and (if granted) f16.
+/// and conv2d 3x3 64->64 on 128^2 and 256^2, deform_conv2d 3x3 64->64 on
+/// 128^2, f32 and (if granted) f16.
 /// `quick` drops the 4096^3 matmul, which takes seconds per run on CPU devices.
 pub fn standard_suite(gpu: &Gpu, quick: bool, mut sink: impl FnMut(BenchResult)) -> Result<()> {
     let dtypes: Vec<DType> = if gpu.caps().shader_f16 {
@@ -154,6 +191,14 @@ pub fn standard_suite(gpu: &Gpu, quick: bool, mut sink: impl FnMut(BenchResult))
         for hw in [128, 256] {
             sink(conv3x3(gpu, 64, 64, hw, dtype, if slow { 3 } else { 20 })?);
         }
+        sink(deform3x3(
+            gpu,
+            64,
+            64,
+            128,
+            dtype,
+            if slow { 3 } else { 20 },
+        )?);
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod cast;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
+pub mod deform_conv2d;
 pub mod epilogue;
 pub mod group_norm;
 pub mod image;
