@@ -319,7 +319,9 @@ fn detect_birefnet(shapes: &BTreeMap<String, Vec<usize>>) -> Option<BiRefNetInfo
     let depths: Vec<usize> = (0..4)
         .map(|l| {
             (0..)
-                .take_while(|b| shapes.contains_key(&format!("bb.layers.{l}.blocks.{b}.attn.qkv.weight")))
+                .take_while(|b| {
+                    shapes.contains_key(&format!("bb.layers.{l}.blocks.{b}.attn.qkv.weight"))
+                })
                 .count()
         })
         .collect();
@@ -378,7 +380,10 @@ mod tests {
     fn detects_birefnet_variants() {
         let swin = |embed: usize, depths: &[usize], window: usize| {
             let mut s = BTreeMap::new();
-            s.insert("bb.patch_embed.proj.weight".to_string(), vec![embed, 3, 4, 4]);
+            s.insert(
+                "bb.patch_embed.proj.weight".to_string(),
+                vec![embed, 3, 4, 4],
+            );
             for (l, &d) in depths.iter().enumerate() {
                 for b in 0..d {
                     let p = format!("bb.layers.{l}.blocks.{b}.attn");
@@ -390,7 +395,10 @@ mod tests {
                     );
                 }
             }
-            s.insert("squeeze_module.0.conv_in.weight".to_string(), vec![64, 1, 3, 3]);
+            s.insert(
+                "squeeze_module.0.conv_in.weight".to_string(),
+                vec![64, 1, 3, 3],
+            );
             s.insert("decoder.conv_out1.0.weight".to_string(), vec![1, 1, 1, 1]);
             detect_shapes(&s)
         };

@@ -3,12 +3,11 @@
 //! `2 * sigmoid` modulation predicted by plain convs, then DCNv2 sampling),
 //! `ASPPDeformable`, `BasicDecBlk`, `BasicLatBlk` and `SimpleConvs`.
 
-use easel_kernels::ops::concat::concat;
+use easel_kernels::ops::binary::add;
 use easel_kernels::ops::conv2d::{Conv2d, Conv2dConfig};
 use easel_kernels::ops::deform_conv2d::{DeformConv2dConfig, deform_conv2d};
 use easel_kernels::ops::reduce::mean;
 use easel_kernels::ops::unary::relu;
-use easel_kernels::ops::upsample::upsample_bilinear;
 use easel_kernels::{Activation, DType, Epilogue, Gpu, Tensor};
 
 use super::BiRefNetError;
@@ -144,13 +143,20 @@ impl DeformBranch {
     }
 }
 
-/// `ASPPDeformable`.
+/// `ASPPDeformable`. The fuse conv (`conv1` + `bn1` + ReLU over the
+/// concatenated branches) runs as one 1x1 conv per branch accumulated through
+/// the residual epilogue, so the concatenation (3 x 256 channels at a quarter
+/// of the input size: 200 MB at 1024² in f32) is never stored; the
+/// global-pool branch is constant over the map, so its share is a
+/// per-channel bias.
 #[derive(Debug, Clone)]
 pub(super) struct AsppDeformable {
     aspp1: DeformBranch,
     deforms: Vec<DeformBranch>,
     pool_conv: ConvAct,
-    fuse: ConvAct,
+    /// Fuse weights for aspp1, aspp_deforms.*, then the pooled branch (the
+    /// last one carries the folded bias).
+    fuse: Vec<Conv2d>,
 }
 
 impl AsppDeformable {
@@ -176,15 +182,26 @@ impl AsppDeformable {
             Activation::Relu,
             dtype,
         )?;
-        let fuse = ConvAct::load(
-            gpu,
+        let parts = 2 + cfg.parallel;
+        let (weight, bias) = conv_params(
             w,
             &format!("{p}.conv1"),
-            (b * (2 + cfg.parallel), c, 1),
+            (b * parts, c, 1),
             Some(&format!("{p}.bn1")),
-            Activation::Relu,
-            dtype,
         )?;
+        let fuse = (0..parts)
+            .map(|k| {
+                let block: Vec<f32> = (0..c)
+                    .flat_map(|o| &weight[o * b * parts + k * b..o * b * parts + (k + 1) * b])
+                    .copied()
+                    .collect();
+                let wt = Tensor::from_f32(gpu, &[c, b, 1, 1], &block, dtype)?;
+                let bt = (k + 1 == parts)
+                    .then(|| Tensor::from_f32(gpu, &[c], &bias, dtype))
+                    .transpose()?;
+                Ok(Conv2d::new(&wt, bt.as_ref(), Conv2dConfig::default())?)
+            })
+            .collect::<Result<Vec<_>, BiRefNetError>>()?;
         Ok(AsppDeformable {
             aspp1,
             deforms,
@@ -194,14 +211,16 @@ impl AsppDeformable {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, BiRefNetError> {
-        let mut parts = vec![self.aspp1.forward(x)?];
-        for d in &self.deforms {
-            parts.push(d.forward(x)?);
+        let mut y = self.fuse[0].forward(&self.aspp1.forward(x)?, &Epilogue::default())?;
+        for (d, f) in self.deforms.iter().zip(&self.fuse[1..]) {
+            let t = d.forward(x)?;
+            y = f.forward(&t, &Epilogue::default().residual(&y, 1.0, 1.0))?;
         }
+        // Upsampling a 1x1 map (align_corners) is a broadcast.
         let pooled = self.pool_conv.forward(&mean(x, &[2, 3], true)?)?;
-        parts.push(upsample_bilinear(&pooled, x.dim(2), x.dim(3), true)?);
-        let refs: Vec<&Tensor> = parts.iter().collect();
-        self.fuse.forward(&concat(&refs, 1)?)
+        let last = self.fuse.last().expect("at least two fuse parts");
+        let shift = last.forward(&pooled, &Epilogue::default())?;
+        Ok(relu(&add(&y, &shift)?)?)
     }
 }
 

@@ -393,7 +393,11 @@ impl BiRefNetConfig {
         let sw = &self.swin;
         let (e, p) = (sw.embed_dim, sw.patch_size);
         put("bb.patch_embed.proj.weight".into(), vec![e, sw.in_ch, p, p]);
-        for n in ["bb.patch_embed.proj.bias", "bb.patch_embed.norm.weight", "bb.patch_embed.norm.bias"] {
+        for n in [
+            "bb.patch_embed.proj.bias",
+            "bb.patch_embed.norm.weight",
+            "bb.patch_embed.norm.bias",
+        ] {
             put(n.into(), vec![e]);
         }
         let side = 2 * sw.window - 1;
@@ -405,7 +409,10 @@ impl BiRefNetConfig {
                     put(format!("{q}.{n}.weight"), vec![c]);
                     put(format!("{q}.{n}.bias"), vec![c]);
                 }
-                put(format!("{q}.attn.relative_position_bias_table"), vec![side * side, st.heads]);
+                put(
+                    format!("{q}.attn.relative_position_bias_table"),
+                    vec![side * side, st.heads],
+                );
                 for (n, o, i) in [
                     ("attn.qkv", 3 * c, c),
                     ("attn.proj", c, c),
@@ -449,11 +456,23 @@ impl BiRefNetConfig {
                     convs.push((format!("{c}.regular_conv"), a.in_ch, a.branch_ch, k, false));
                     bns.push((format!("{r}.bn"), a.branch_ch));
                 }
-                convs.push((format!("{q}.global_avg_pool.1"), a.in_ch, a.branch_ch, 1, false));
+                convs.push((
+                    format!("{q}.global_avg_pool.1"),
+                    a.in_ch,
+                    a.branch_ch,
+                    1,
+                    false,
+                ));
                 if a.pool_bn {
                     bns.push((format!("{q}.global_avg_pool.2"), a.branch_ch));
                 }
-                convs.push((format!("{q}.conv1"), a.branch_ch * (2 + a.parallel), a.in_ch, 1, false));
+                convs.push((
+                    format!("{q}.conv1"),
+                    a.branch_ch * (2 + a.parallel),
+                    a.in_ch,
+                    1,
+                    false,
+                ));
                 bns.push((format!("{q}.bn1"), a.in_ch));
             }
         };
@@ -466,7 +485,11 @@ impl BiRefNetConfig {
         let ch = self.channels;
         if let Some(d) = &self.dec_ipt {
             for k in 0..5 {
-                let cin = if d.split { 3 * [1024, 256, 64, 16, 1][k] } else { 3 };
+                let cin = if d.split {
+                    3 * [1024, 256, 64, 16, 1][k]
+                } else {
+                    3
+                };
                 let q = format!("decoder.ipt_blk{}", 5 - k);
                 convs.push((format!("{q}.conv1"), cin, d.inter_ch, 3, true));
                 convs.push((format!("{q}.conv_out"), d.inter_ch, d.out_ch[k], 3, true));
