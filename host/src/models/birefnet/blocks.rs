@@ -17,7 +17,7 @@ use crate::weights::Weights;
 
 /// `{p}.weight [cout, cin, k, k]` and `{p}.bias` (zeros when the conv has
 /// none), with the BatchNorm at `bn` folded in when given.
-fn conv_params(
+pub(super) fn conv_params(
     w: &Weights,
     p: &str,
     (cin, cout, k): (usize, usize, usize),

@@ -7,12 +7,14 @@
 
 use easel_kernels::ops::binary::{add, mul};
 use easel_kernels::ops::concat::concat;
+use easel_kernels::ops::conv2d::{Conv2d, Conv2dConfig};
 use easel_kernels::ops::permute::permute;
+use easel_kernels::ops::slice::slice;
 use easel_kernels::ops::upsample::upsample_bilinear;
-use easel_kernels::{Activation, DType, Gpu, Tensor};
+use easel_kernels::{Activation, DType, Epilogue, Gpu, Tensor};
 
 use super::BiRefNetError;
-use super::blocks::{BasicDecBlk, ConvAct, SimpleConvs};
+use super::blocks::{BasicDecBlk, ConvAct, SimpleConvs, conv_params};
 use super::config::{BiRefNetConfig, cfg_err};
 use crate::weights::Weights;
 
@@ -59,15 +61,104 @@ impl GradientGate {
 #[derive(Debug, Clone)]
 pub(super) struct Decoder {
     split: bool,
-    /// `ipt_blk5..ipt_blk1`.
-    ipt: Option<[SimpleConvs; 5]>,
+    /// `ipt_blk5..ipt_blk2` (`ipt_blk1` is part of [`Head`]).
+    ipt: Option<[SimpleConvs; 4]>,
     /// `decoder_block4..1`.
     blocks: [BasicDecBlk; 4],
     /// `lateral_block4..2`.
     laterals: [ConvAct; 3],
     /// For stages 4, 3, 2.
     gates: Option<[GradientGate; 3]>,
-    conv_out: ConvAct,
+    head: Head,
+}
+
+/// The full-resolution end: `conv_out1(cat(up(p1), ipt_blk1(x)))`. Both
+/// parts are linear, so it is evaluated without the full-size
+/// concatenation (120 channels at 1024²: 500 MB in f32): the 1x1 conv's
+/// share of `p1` runs before the upsampling (they commute), and its share
+/// of `ipt_blk1` is merged into that block's second conv, which then outputs
+/// one channel; `ipt_blk1`'s 64-channel middle runs in bands of rows.
+#[derive(Debug, Clone)]
+struct Head {
+    /// `p1` channels -> 1, with `conv_out1`'s bias.
+    on_features: Conv2d,
+    /// `ipt_blk1.conv1` and `ipt_blk1.conv_out` merged with its 1x1 share.
+    on_image: Option<(Conv2d, Conv2d)>,
+}
+
+/// Rows per band of the full-resolution image branch (48: the 128-row
+/// parity input crosses two band seams).
+const BAND_ROWS: usize = 48;
+
+impl Head {
+    fn load(
+        gpu: &Gpu,
+        w: &Weights,
+        cfg: &BiRefNetConfig,
+        dtype: DType,
+    ) -> Result<Head, BiRefNetError> {
+        let feat = cfg.channels[3] / 2;
+        let ipt = cfg.dec_ipt.as_ref().map(|d| (d.inter_ch, d.out_ch[4]));
+        let total = feat + ipt.map_or(0, |(_, o)| o);
+        let (w_out, b_out) = conv_params(w, "decoder.conv_out1.0", (total, 1, 1), None)?;
+        let conv = |wt: &[f32], shape: [usize; 4], bias: Option<&[f32]>, pad: usize| {
+            let wt = Tensor::from_f32(gpu, &shape, wt, dtype)?;
+            let bt = bias
+                .map(|b| Tensor::from_f32(gpu, &[shape[0]], b, dtype))
+                .transpose()?;
+            Ok::<_, BiRefNetError>(Conv2d::new(&wt, bt.as_ref(), Conv2dConfig::padded(pad))?)
+        };
+        let on_features = conv(&w_out[..feat], [1, feat, 1, 1], Some(&b_out), 0)?;
+        let on_image = match ipt {
+            Some((inter, out)) => {
+                let (w1, b1) = conv_params(w, "decoder.ipt_blk1.conv1", (3, inter, 3), None)?;
+                let (w2, b2) = conv_params(w, "decoder.ipt_blk1.conv_out", (inter, out, 3), None)?;
+                let share = &w_out[feat..];
+                let mut merged = vec![0.0; inter * 9];
+                for (o, s) in share.iter().enumerate() {
+                    for (m, v) in merged
+                        .iter_mut()
+                        .zip(&w2[o * inter * 9..(o + 1) * inter * 9])
+                    {
+                        *m += s * v;
+                    }
+                }
+                let bias: f32 = share.iter().zip(&b2).map(|(s, b)| s * b).sum();
+                Some((
+                    conv(&w1, [inter, 3, 3, 3], Some(&b1), 1)?,
+                    conv(&merged, [1, inter, 3, 3], Some(&[bias]), 1)?,
+                ))
+            }
+            None => None,
+        };
+        Ok(Head {
+            on_features,
+            on_image,
+        })
+    }
+
+    /// Logits `[B, 1, H, W]` from `p1` (quarter size) and the image.
+    fn forward(&self, p1: &Tensor, x: &Tensor) -> Result<Tensor, BiRefNetError> {
+        let (h, w) = (x.dim(2), x.dim(3));
+        let f = resize_to(&self.on_features.forward(p1, &Epilogue::default())?, h, w)?;
+        let Some((c1, c2)) = &self.on_image else {
+            return Ok(f);
+        };
+        // Two 3x3 convs: a band needs 2 rows of context on each inner side.
+        let mut bands = Vec::new();
+        for r0 in (0..h).step_by(BAND_ROWS) {
+            let r1 = (r0 + BAND_ROWS).min(h);
+            let (a, b) = (r0.saturating_sub(2), (r1 + 2).min(h));
+            let band = slice(x, 2, a, b)?;
+            let t = c2.forward(
+                &c1.forward(&band, &Epilogue::default())?,
+                &Epilogue::default(),
+            )?;
+            bands.push(slice(&t, 2, r0 - a, r0 - a + (r1 - r0))?);
+        }
+        let refs: Vec<&Tensor> = bands.iter().collect();
+        Ok(add(&f, &concat(&refs, 2)?)?)
+    }
 }
 
 impl Decoder {
@@ -97,7 +188,7 @@ impl Decoder {
                         dtype,
                     )
                 };
-                Some([load(0)?, load(1)?, load(2)?, load(3)?, load(4)?])
+                Some([load(0)?, load(1)?, load(2)?, load(3)?])
             }
             None => None,
         };
@@ -152,23 +243,14 @@ impl Decoder {
             }
             None => None,
         };
-        let last_in = ch[3] / 2 + cfg.dec_ipt.as_ref().map_or(0, |d| d.out_ch[4]);
-        let conv_out = ConvAct::load(
-            gpu,
-            w,
-            "decoder.conv_out1.0",
-            (last_in, 1, 1),
-            None,
-            Activation::None,
-            dtype,
-        )?;
+        let head = Head::load(gpu, w, cfg, dtype)?;
         Ok(Decoder {
             split: cfg.dec_ipt.as_ref().is_some_and(|d| d.split),
             ipt,
             blocks,
             laterals,
             gates,
-            conv_out,
+            head,
         })
     }
 
@@ -200,8 +282,6 @@ impl Decoder {
             p = self.with_patches(stage + 1, x, add(&up, &lat)?)?;
         }
         let d = self.blocks[3].forward(&p)?;
-        let d = resize_to(&d, x.dim(2), x.dim(3))?;
-        let d = self.with_patches(4, x, d)?;
-        self.conv_out.forward(&d)
+        self.head.forward(&d, x)
     }
 }
