@@ -75,7 +75,10 @@ fn random_checkpoint(cfg: &BiRefNetConfig, path: &std::path::Path) -> anyhow::Re
                 let u = uniform();
                 let v = if name.ends_with("running_var") {
                     1.0 + 0.1 * u.abs()
-                } else if one_d && (name.contains("norm") || name.contains("bn")) && name.ends_with("weight") {
+                } else if one_d
+                    && (name.contains("norm") || name.contains("bn"))
+                    && name.ends_with("weight")
+                {
                     1.0 + 0.1 * u
                 } else if one_d {
                     0.05 * u
