@@ -17,7 +17,7 @@ use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Rgb, RgbImage, R
 
 pub use compose::Fit;
 pub use matting::MattingOptions;
-pub use segment::{Preprocess, Segmenter};
+pub use segment::{Preprocess, SegModel, Segmenter};
 
 use crate::models::rsu::RsuError;
 use crate::weights::WeightError;
@@ -26,6 +26,8 @@ use crate::weights::WeightError;
 pub enum BgError {
     #[error(transparent)]
     Model(#[from] RsuError),
+    #[error(transparent)]
+    BiRefNet(#[from] crate::models::birefnet::BiRefNetError),
     #[error(transparent)]
     Weights(#[from] WeightError),
     #[error(transparent)]

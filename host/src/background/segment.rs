@@ -10,11 +10,12 @@ use std::path::Path;
 
 use easel_kernels::ops::image::{ImageSpec, image_to_tensor};
 use easel_kernels::ops::upsample::upsample_bilinear;
-use easel_kernels::{DType, Gpu};
+use easel_kernels::{DType, Gpu, Tensor};
 use image::RgbImage;
 use serde::Deserialize;
 
 use super::{BgError, Mask};
+use crate::models::birefnet::{self, BiRefNet, BiRefNetConfig};
 use crate::models::rsu::{RsuArch, RsuModel};
 use crate::weights::Weights;
 
@@ -77,6 +78,17 @@ impl Preprocess {
         }
     }
 
+    /// BiRefNet's published preprocessing: resize to `input_size` (1024, or
+    /// 2048 for the HR models), ImageNet mean/std on pixels / 255.
+    pub fn birefnet(input_size: usize) -> Preprocess {
+        Preprocess {
+            input_size,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            divisor: Divisor::Value(255.0),
+        }
+    }
+
     /// Per-channel `scale`, `offset` for raw 8-bit pixels of `img`.
     fn affine(&self, img: &RgbImage) -> ([f32; 4], [f32; 4]) {
         let div = match self.divisor {
@@ -101,21 +113,80 @@ struct Manifest {
     preprocess: Option<Preprocess>,
 }
 
+/// A segmentation network: the RSU family or BiRefNet.
+#[derive(Debug)]
+pub enum SegModel {
+    Rsu(RsuModel),
+    BiRefNet(Box<BiRefNet>),
+}
+
+impl From<RsuModel> for SegModel {
+    fn from(m: RsuModel) -> SegModel {
+        SegModel::Rsu(m)
+    }
+}
+
+impl SegModel {
+    /// Detects the architecture from the tensor names and loads it.
+    pub fn load(gpu: &Gpu, w: &Weights, dtype: DType) -> Result<SegModel, BgError> {
+        if birefnet::is_birefnet(w) {
+            let cfg = BiRefNetConfig::from_weights(w)?;
+            return Ok(SegModel::BiRefNet(Box::new(BiRefNet::load(
+                gpu, w, cfg, dtype,
+            )?)));
+        }
+        Ok(SegModel::Rsu(RsuModel::load(gpu, w, dtype)?))
+    }
+
+    /// The published preprocessing; `path` tells BiRefNet's HR checkpoints
+    /// (2048² input, same tensors as the 1024² ones) by their file name.
+    pub fn default_preprocess(&self, path: &Path) -> Preprocess {
+        match self {
+            SegModel::Rsu(m) => Preprocess::for_arch(m.arch()),
+            SegModel::BiRefNet(_) => Preprocess::birefnet(birefnet_input_size(path)),
+        }
+    }
+
+    /// Normalised image `[N, 3, S, S]` -> mask probabilities `[N, 1, S, S]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, BgError> {
+        Ok(match self {
+            SegModel::Rsu(m) => m.forward(x)?,
+            SegModel::BiRefNet(m) => m.forward(x)?,
+        })
+    }
+}
+
+/// 2048 for files named like the high-resolution releases (`BiRefNet_HR`,
+/// `*-2K`, `*2048*`), else 1024: the weights of both have the same shapes, so
+/// only the name (or a manifest's `preprocess.input_size`) can tell.
+pub fn birefnet_input_size(path: &Path) -> usize {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let hr = stem.contains("2048")
+        || stem.contains("2k")
+        || stem
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|t| t == "hr");
+    if hr { 2048 } else { 1024 }
+}
+
 /// A loaded background-segmentation model with its preprocessing.
 #[derive(Debug)]
 pub struct Segmenter {
-    model: RsuModel,
+    model: SegModel,
     prep: Preprocess,
     dtype: DType,
 }
 
 impl Segmenter {
-    /// Loads `path` (an RSU checkpoint), reading `<stem>.json` beside it when
-    /// present for the preprocessing.
+    /// Loads `path` (an RSU or BiRefNet checkpoint), reading `<stem>.json`
+    /// beside it when present for the preprocessing.
     pub fn load(gpu: &Gpu, path: &Path, dtype: DType) -> Result<Segmenter, BgError> {
         let weights = Weights::open(path)?;
-        let model = RsuModel::load(gpu, &weights, dtype)?;
-        let mut prep = Preprocess::for_arch(model.arch());
+        let model = SegModel::load(gpu, &weights, dtype)?;
+        let mut prep = model.default_preprocess(path);
         let manifest = path.with_extension("json");
         if manifest.is_file() {
             let text = std::fs::read_to_string(&manifest).map_err(|e| BgError::Manifest {
@@ -140,14 +211,18 @@ impl Segmenter {
         Ok(Segmenter { model, prep, dtype })
     }
 
-    pub fn from_model(model: RsuModel, prep: Preprocess, dtype: DType) -> Segmenter {
-        Segmenter { model, prep, dtype }
+    pub fn from_model(model: impl Into<SegModel>, prep: Preprocess, dtype: DType) -> Segmenter {
+        Segmenter {
+            model: model.into(),
+            prep,
+            dtype,
+        }
     }
 
     pub fn preprocess(&self) -> &Preprocess {
         &self.prep
     }
-    pub fn model(&self) -> &RsuModel {
+    pub fn model(&self) -> &SegModel {
         &self.model
     }
 
@@ -176,5 +251,25 @@ impl Segmenter {
         };
         let data = prob.to_f32_vec()?;
         Ok(Mask::new(w, h, data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn birefnet_hr_models_are_told_by_name() {
+        for (name, size) in [
+            ("BiRefNet.safetensors", 1024),
+            ("birefnet-lite.safetensors", 1024),
+            ("BiRefNet_HR.safetensors", 2048),
+            ("birefnet-hr-matting.safetensors", 2048),
+            ("BiRefNet_lite-2K.safetensors", 2048),
+            ("birefnet-2048.safetensors", 2048),
+            ("birefnet-hrsod.safetensors", 1024),
+        ] {
+            assert_eq!(birefnet_input_size(Path::new(name)), size, "{name}");
+        }
     }
 }

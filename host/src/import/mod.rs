@@ -236,7 +236,7 @@ pub fn import(
                     .unwrap_or_default()
             })),
             licence: opts.licence.clone(),
-            normalisation: None,
+            normalisation: arch.as_ref().and_then(ArchInfo::normalisation),
         };
         let tensors = weights.index().len();
         drop(weights);

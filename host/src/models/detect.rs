@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::manifest::Normalisation;
 use crate::weights::Weights;
 
 /// A recognised architecture and the hyper-parameters read off its tensors.
@@ -14,6 +15,30 @@ pub enum ArchInfo {
     SrvggCompact(SrvggInfo),
     /// IS-Net (DIS) salient object segmentation.
     IsNet(IsNetInfo),
+    /// BiRefNet (Swin v1 backbone) dichotomous segmentation.
+    BiRefNet(BiRefNetInfo),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BiRefNetInfo {
+    pub embed_dim: usize,
+    /// Blocks per Swin stage.
+    pub depths: Vec<usize>,
+    pub window: usize,
+}
+
+impl BiRefNetInfo {
+    /// The published backbone this width is (`swin_v1_t` for BiRefNet_lite,
+    /// `swin_v1_l` for BiRefNet and BiRefNet_HR), or `custom`.
+    pub fn backbone(&self) -> &'static str {
+        match (self.embed_dim, self.depths.as_slice()) {
+            (96, [2, 2, 6, 2]) => "swin_v1_t",
+            (96, [2, 2, 18, 2]) => "swin_v1_s",
+            (128, [2, 2, 18, 2]) => "swin_v1_b",
+            (192, [2, 2, 18, 2]) => "swin_v1_l",
+            _ => "custom",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +96,7 @@ impl ArchInfo {
             ArchInfo::RrdbNet(_) => "rrdbnet",
             ArchInfo::SrvggCompact(_) => "srvgg_compact",
             ArchInfo::IsNet(_) => "isnet",
+            ArchInfo::BiRefNet(_) => "birefnet",
         }
     }
 
@@ -79,7 +105,20 @@ impl ArchInfo {
         match self {
             ArchInfo::RrdbNet(i) => i.scale,
             ArchInfo::SrvggCompact(i) => Some(i.upscale),
-            ArchInfo::IsNet(_) => Some(1),
+            ArchInfo::IsNet(_) | ArchInfo::BiRefNet(_) => Some(1),
+        }
+    }
+
+    /// The input normalisation the published weights expect, when it is fixed
+    /// by the architecture (written into imported models' manifests).
+    pub fn normalisation(&self) -> Option<Normalisation> {
+        match self {
+            // torchvision's ImageNet statistics on pixels / 255.
+            ArchInfo::BiRefNet(_) => Some(Normalisation::MeanStd {
+                mean: vec![0.485, 0.456, 0.406],
+                std: vec![0.229, 0.224, 0.225],
+            }),
+            _ => None,
         }
     }
 }
@@ -111,6 +150,14 @@ impl std::fmt::Display for ArchInfo {
                 }
             ),
             ArchInfo::IsNet(i) => write!(f, "IS-Net (in {}, out {})", i.in_ch, i.out_ch),
+            ArchInfo::BiRefNet(i) => write!(
+                f,
+                "BiRefNet ({}: embed_dim {}, depths {:?}, window {})",
+                i.backbone(),
+                i.embed_dim,
+                i.depths,
+                i.window
+            ),
         }
     }
 }
@@ -135,6 +182,12 @@ pub fn detect_shapes(shapes: &BTreeMap<String, Vec<usize>>) -> Option<ArchInfo> 
         && shapes.contains_key("stage1.rebnconvin.conv_s1.weight")
     {
         return detect_isnet(shapes).map(ArchInfo::IsNet);
+    }
+    if crate::models::birefnet::MARKER_TENSORS
+        .iter()
+        .all(|n| shapes.contains_key(*n))
+    {
+        return detect_birefnet(shapes).map(ArchInfo::BiRefNet);
     }
     if shapes.contains_key("body.0.weight") {
         return detect_srvgg(shapes).map(ArchInfo::SrvggCompact);
@@ -259,6 +312,29 @@ fn detect_isnet(shapes: &BTreeMap<String, Vec<usize>>) -> Option<IsNetInfo> {
     Some(IsNetInfo { in_ch, out_ch })
 }
 
+fn detect_birefnet(shapes: &BTreeMap<String, Vec<usize>>) -> Option<BiRefNetInfo> {
+    let (embed_dim, _, _) = conv(shapes, "bb.patch_embed.proj.weight")?;
+    let rows = shapes.get("bb.layers.0.blocks.0.attn.relative_position_bias_table")?[0];
+    let window = (1..=64).find(|w| (2 * w - 1) * (2 * w - 1) == rows)?;
+    let depths: Vec<usize> = (0..4)
+        .map(|l| {
+            (0..)
+                .take_while(|b| {
+                    shapes.contains_key(&format!("bb.layers.{l}.blocks.{b}.attn.qkv.weight"))
+                })
+                .count()
+        })
+        .collect();
+    if depths.contains(&0) || !shapes.contains_key("decoder.conv_out1.0.weight") {
+        return None;
+    }
+    Some(BiRefNetInfo {
+        embed_dim,
+        depths,
+        window,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +374,42 @@ mod tests {
                 prelu: true
             })
         );
+    }
+
+    #[test]
+    fn detects_birefnet_variants() {
+        let swin = |embed: usize, depths: &[usize], window: usize| {
+            let mut s = BTreeMap::new();
+            s.insert(
+                "bb.patch_embed.proj.weight".to_string(),
+                vec![embed, 3, 4, 4],
+            );
+            for (l, &d) in depths.iter().enumerate() {
+                for b in 0..d {
+                    let p = format!("bb.layers.{l}.blocks.{b}.attn");
+                    let c = embed << l;
+                    s.insert(format!("{p}.qkv.weight"), vec![3 * c, c]);
+                    s.insert(
+                        format!("{p}.relative_position_bias_table"),
+                        vec![(2 * window - 1).pow(2), 3 << l],
+                    );
+                }
+            }
+            s.insert(
+                "squeeze_module.0.conv_in.weight".to_string(),
+                vec![64, 1, 3, 3],
+            );
+            s.insert("decoder.conv_out1.0.weight".to_string(), vec![1, 1, 1, 1]);
+            detect_shapes(&s)
+        };
+        let name = |a: Option<ArchInfo>| match a {
+            Some(ArchInfo::BiRefNet(i)) => (i.backbone(), i.window),
+            other => panic!("not BiRefNet: {other:?}"),
+        };
+        assert_eq!(name(swin(192, &[2, 2, 18, 2], 12)), ("swin_v1_l", 12));
+        assert_eq!(name(swin(96, &[2, 2, 6, 2], 7)), ("swin_v1_t", 7));
+        assert_eq!(name(swin(8, &[2, 2, 2, 2], 7)), ("custom", 7));
+        assert_eq!(swin(96, &[2, 2, 0, 2], 7), None, "a stage without blocks");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Model families and the models directory.
 
+pub mod birefnet;
 pub mod detect;
 pub mod esrgan;
 pub mod manifest;

@@ -1,0 +1,470 @@
+//! Swin Transformer v1 backbone as BiRefNet builds it (`swin_v1.py`):
+//! patch embedding (4x4 stride-4 conv + LayerNorm), four stages of window
+//! attention blocks with relative position bias (odd blocks shift the
+//! windows by `window / 2` and mask the wrapped regions with -100), patch
+//! merging between stages, and a LayerNorm on each stage output.
+//!
+//! Tokens are kept as `[B, H, W, C]` (channels last) so LayerNorm and the
+//! linear layers work on the last axis. Feature maps are zero-padded to
+//! whole windows after `norm1`, exactly as the reference does, so padded
+//! tokens take part in attention with value zero.
+
+use easel_kernels::ops::attention::attention;
+use easel_kernels::ops::binary::add;
+use easel_kernels::ops::concat::concat;
+use easel_kernels::ops::conv2d::{Conv2d, Conv2dConfig};
+use easel_kernels::ops::layer_norm::layer_norm;
+use easel_kernels::ops::matmul::linear;
+use easel_kernels::ops::permute::permute;
+use easel_kernels::ops::slice::slice;
+use easel_kernels::{Activation, DType, Epilogue, Gpu, Tensor};
+
+use super::BiRefNetError;
+use super::config::SwinConfig;
+use crate::weights::Weights;
+
+/// PyTorch `nn.LayerNorm` default epsilon.
+const LN_EPS: f32 = 1e-5;
+/// The value the reference puts between tokens of different shifted regions.
+const SHIFT_MASK: f32 = -100.0;
+
+/// A LayerNorm's affine parameters.
+#[derive(Debug, Clone)]
+pub(super) struct Norm {
+    gamma: Tensor,
+    beta: Tensor,
+}
+
+impl Norm {
+    pub(super) fn load(
+        gpu: &Gpu,
+        w: &Weights,
+        p: &str,
+        dim: usize,
+        dtype: DType,
+    ) -> Result<Norm, BiRefNetError> {
+        Ok(Norm {
+            gamma: w.tensor(gpu, &format!("{p}.weight"), &[dim], dtype)?,
+            beta: w.tensor(gpu, &format!("{p}.bias"), &[dim], dtype)?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor, BiRefNetError> {
+        Ok(layer_norm(x, Some(&self.gamma), Some(&self.beta), LN_EPS)?)
+    }
+}
+
+/// An `nn.Linear`.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(
+        gpu: &Gpu,
+        w: &Weights,
+        p: &str,
+        (inf, outf): (usize, usize),
+        bias: bool,
+        dtype: DType,
+    ) -> Result<Linear, BiRefNetError> {
+        Ok(Linear {
+            weight: w.tensor(gpu, &format!("{p}.weight"), &[outf, inf], dtype)?,
+            bias: if bias {
+                Some(w.tensor(gpu, &format!("{p}.bias"), &[outf], dtype)?)
+            } else {
+                None
+            },
+        })
+    }
+    fn forward(&self, x: &Tensor, epi: &Epilogue) -> Result<Tensor, BiRefNetError> {
+        Ok(linear(x, &self.weight, self.bias.as_ref(), epi)?)
+    }
+}
+
+/// The relative position bias of one block, `[1, heads, N, N]` with
+/// `N = window²`: `table[index[i][j]][h]` (`WindowAttention` in the reference).
+fn relative_bias(table: &[f32], heads: usize, ws: usize) -> Vec<f32> {
+    let n = ws * ws;
+    let side = 2 * ws - 1;
+    let mut out = vec![0.0; heads * n * n];
+    for i in 0..n {
+        let (hi, wi) = ((i / ws) as isize, (i % ws) as isize);
+        for j in 0..n {
+            let (hj, wj) = ((j / ws) as isize, (j % ws) as isize);
+            let dh = (hi - hj + ws as isize - 1) as usize;
+            let dw = (wi - wj + ws as isize - 1) as usize;
+            let row = dh * side + dw;
+            for h in 0..heads {
+                out[(h * n + i) * n + j] = table[row * heads + h];
+            }
+        }
+    }
+    out
+}
+
+/// The shifted-window mask of `BasicLayer.forward`, `[nW, 1, N, N]`: tokens
+/// that came from different regions of the cyclically shifted map get -100.
+pub(super) fn shift_mask(hp: usize, wp: usize, ws: usize, shift: usize) -> Vec<f32> {
+    let region = |y: usize, n: usize| {
+        // slice(0, -ws), slice(-ws, -shift), slice(-shift, None).
+        if y < n - ws {
+            0
+        } else if y < n - shift {
+            1
+        } else {
+            2
+        }
+    };
+    let (nh, nw, n) = (hp / ws, wp / ws, ws * ws);
+    let mut out = vec![0.0; nh * nw * n * n];
+    let mut ids = vec![0usize; n];
+    for wy in 0..nh {
+        for wx in 0..nw {
+            for (t, id) in ids.iter_mut().enumerate() {
+                let (y, x) = (wy * ws + t / ws, wx * ws + t % ws);
+                *id = region(y, hp) * 3 + region(x, wp);
+            }
+            let base = (wy * nw + wx) * n * n;
+            for i in 0..n {
+                for j in 0..n {
+                    if ids[i] != ids[j] {
+                        out[base + i * n + j] = SHIFT_MASK;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `torch.roll(x, shifts=-s, dims=axis)`: element `i` of the result is element
+/// `(i + s) mod n` of the input.
+fn roll_left(x: &Tensor, axis: usize, s: usize) -> Result<Tensor, BiRefNetError> {
+    let n = x.dim(axis as isize);
+    let s = s % n;
+    if s == 0 {
+        return Ok(x.clone());
+    }
+    let a = slice(x, axis, s, n)?;
+    let b = slice(x, axis, 0, s)?;
+    Ok(concat(&[&a, &b], axis)?)
+}
+
+/// Zero-pads `x` at the end of `axis` to `to` elements.
+pub(super) fn pad_end(x: &Tensor, axis: usize, to: usize) -> Result<Tensor, BiRefNetError> {
+    let n = x.dim(axis as isize);
+    if to == n {
+        return Ok(x.clone());
+    }
+    let mut shape = x.shape().to_vec();
+    shape[axis] = to - n;
+    let z = Tensor::zeros(x.gpu(), &shape, x.dtype())?;
+    Ok(concat(&[x, &z], axis)?)
+}
+
+/// `SwinTransformerBlock`.
+#[derive(Debug, Clone)]
+struct Block {
+    norm1: Norm,
+    qkv: Linear,
+    /// `[1, heads, N, N]`.
+    rel_bias: Tensor,
+    proj: Linear,
+    norm2: Norm,
+    fc1: Linear,
+    fc2: Linear,
+    heads: usize,
+    shift: usize,
+}
+
+impl Block {
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        gpu: &Gpu,
+        w: &Weights,
+        p: &str,
+        dim: usize,
+        heads: usize,
+        hidden: usize,
+        ws: usize,
+        shift: usize,
+        dtype: DType,
+    ) -> Result<Block, BiRefNetError> {
+        let side = 2 * ws - 1;
+        let table = w.f32_checked(
+            &format!("{p}.attn.relative_position_bias_table"),
+            &[side * side, heads],
+        )?;
+        let n = ws * ws;
+        let rel_bias = Tensor::from_f32(
+            gpu,
+            &[1, heads, n, n],
+            &relative_bias(&table, heads, ws),
+            dtype,
+        )?;
+        Ok(Block {
+            norm1: Norm::load(gpu, w, &format!("{p}.norm1"), dim, dtype)?,
+            qkv: Linear::load(
+                gpu,
+                w,
+                &format!("{p}.attn.qkv"),
+                (dim, 3 * dim),
+                true,
+                dtype,
+            )?,
+            rel_bias,
+            proj: Linear::load(gpu, w, &format!("{p}.attn.proj"), (dim, dim), true, dtype)?,
+            norm2: Norm::load(gpu, w, &format!("{p}.norm2"), dim, dtype)?,
+            fc1: Linear::load(gpu, w, &format!("{p}.mlp.fc1"), (dim, hidden), true, dtype)?,
+            fc2: Linear::load(gpu, w, &format!("{p}.mlp.fc2"), (hidden, dim), true, dtype)?,
+            heads,
+            shift,
+        })
+    }
+
+    /// `x [B, H, W, C]`; `shift_mask [nW, 1, N, N]` for the padded map
+    /// (used by shifted blocks only).
+    fn forward(&self, x: &Tensor, ws: usize, shift_mask: &Tensor) -> Result<Tensor, BiRefNetError> {
+        let (b, h, w, c) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+        let (hp, wp) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+        let (nh, nw, n) = (hp / ws, wp / ws, ws * ws);
+        let t = self.norm1.forward(x)?;
+        let t = pad_end(&pad_end(&t, 2, wp)?, 1, hp)?;
+        let t = if self.shift > 0 {
+            roll_left(&roll_left(&t, 1, self.shift)?, 2, self.shift)?
+        } else {
+            t
+        };
+        // Window partition: [B, nh, ws, nw, ws, C] -> [B*nW, N, C].
+        let t = t.reshape(&[b, nh, ws, nw, ws, c])?;
+        let t = permute(&t, &[0, 1, 3, 2, 4, 5])?.reshape(&[b * nh * nw, n, c])?;
+        let bw = b * nh * nw;
+        let (heads, d) = (self.heads, c / self.heads);
+        let qkv = self.qkv.forward(&t, &Epilogue::default())?;
+        let qkv = permute(&qkv.reshape(&[bw, n, 3, heads, d])?, &[2, 0, 3, 1, 4])?;
+        let part = |i: usize| -> Result<Tensor, BiRefNetError> {
+            Ok(slice(&qkv, 0, i, i + 1)?.reshape(&[bw, heads, n, d])?)
+        };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let mask = if self.shift > 0 {
+            let m = add(shift_mask, &self.rel_bias)?;
+            if b > 1 {
+                let copies: Vec<&Tensor> = std::iter::repeat_n(&m, b).collect();
+                concat(&copies, 0)?
+            } else {
+                m
+            }
+        } else {
+            self.rel_bias.clone()
+        };
+        let o = attention(&q, &k, &v, Some(&mask), false, Some((d as f32).powf(-0.5)))?;
+        let o = permute(&o, &[0, 2, 1, 3])?.reshape(&[bw, n, c])?;
+        let o = self.proj.forward(&o, &Epilogue::default())?;
+        // Window reverse: [B, nh, nw, ws, ws, C] -> [B, Hp, Wp, C].
+        let o = o.reshape(&[b, nh, nw, ws, ws, c])?;
+        let o = permute(&o, &[0, 1, 3, 2, 4, 5])?.reshape(&[b, hp, wp, c])?;
+        let o = if self.shift > 0 {
+            roll_left(&roll_left(&o, 1, hp - self.shift)?, 2, wp - self.shift)?
+        } else {
+            o
+        };
+        let o = if hp > h { slice(&o, 1, 0, h)? } else { o };
+        let o = if wp > w { slice(&o, 2, 0, w)? } else { o };
+        let x = add(x, &o)?;
+        let t = self.norm2.forward(&x)?;
+        let t = self.fc1.forward(&t, &Epilogue::act(Activation::GeluErf))?;
+        self.fc2
+            .forward(&t, &Epilogue::default().residual(&x, 1.0, 1.0))
+    }
+}
+
+/// `PatchMerging`: 2x2 neighbours concatenated (order (0,0), (1,0), (0,1),
+/// (1,1) as (row, col)), LayerNorm, then a linear 4C -> 2C without bias.
+#[derive(Debug, Clone)]
+struct Merge {
+    norm: Norm,
+    reduction: Linear,
+}
+
+impl Merge {
+    fn forward(&self, x: &Tensor) -> Result<Tensor, BiRefNetError> {
+        let (b, h, w, c) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        let x = pad_end(&pad_end(x, 2, 2 * w2)?, 1, 2 * h2)?;
+        // [B, h2, dy, w2, dx, C] -> [B, h2, w2, dx, dy, C]: channel block
+        // dx*2 + dy is the reference's x0, x1, x2, x3 order.
+        let x = x.reshape(&[b, h2, 2, w2, 2, c])?;
+        let x = permute(&x, &[0, 1, 3, 4, 2, 5])?.reshape(&[b, h2, w2, 4 * c])?;
+        let x = self.norm.forward(&x)?;
+        self.reduction.forward(&x, &Epilogue::default())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Stage {
+    blocks: Vec<Block>,
+    downsample: Option<Merge>,
+    out_norm: Norm,
+}
+
+/// The Swin v1 backbone.
+#[derive(Debug, Clone)]
+pub struct SwinBackbone {
+    cfg: SwinConfig,
+    patch_embed: Conv2d,
+    patch_norm: Norm,
+    stages: Vec<Stage>,
+}
+
+impl SwinBackbone {
+    pub fn load(
+        gpu: &Gpu,
+        w: &Weights,
+        cfg: SwinConfig,
+        dtype: DType,
+    ) -> Result<SwinBackbone, BiRefNetError> {
+        let (e, p) = (cfg.embed_dim, cfg.patch_size);
+        let pw = w.tensor(
+            gpu,
+            "bb.patch_embed.proj.weight",
+            &[e, cfg.in_ch, p, p],
+            dtype,
+        )?;
+        let pb = w.tensor(gpu, "bb.patch_embed.proj.bias", &[e], dtype)?;
+        let patch_embed = Conv2d::new(
+            &pw,
+            Some(&pb),
+            Conv2dConfig {
+                stride: (p, p),
+                ..Conv2dConfig::default()
+            },
+        )?;
+        let patch_norm = Norm::load(gpu, w, "bb.patch_embed.norm", e, dtype)?;
+        let ws = cfg.window;
+        let mut stages = Vec::new();
+        for (l, s) in cfg.stages.iter().enumerate() {
+            let blocks = (0..s.depth)
+                .map(|i| {
+                    let shift = if i % 2 == 1 { ws / 2 } else { 0 };
+                    Block::load(
+                        gpu,
+                        w,
+                        &format!("bb.layers.{l}.blocks.{i}"),
+                        s.dim,
+                        s.heads,
+                        s.mlp_hidden,
+                        ws,
+                        shift,
+                        dtype,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let downsample = if l + 1 < cfg.stages.len() {
+                let p = format!("bb.layers.{l}.downsample");
+                Some(Merge {
+                    norm: Norm::load(gpu, w, &format!("{p}.norm"), 4 * s.dim, dtype)?,
+                    reduction: Linear::load(
+                        gpu,
+                        w,
+                        &format!("{p}.reduction"),
+                        (4 * s.dim, 2 * s.dim),
+                        false,
+                        dtype,
+                    )?,
+                })
+            } else {
+                None
+            };
+            let out_norm = Norm::load(gpu, w, &format!("bb.norm{l}"), s.dim, dtype)?;
+            stages.push(Stage {
+                blocks,
+                downsample,
+                out_norm,
+            });
+        }
+        Ok(SwinBackbone {
+            cfg,
+            patch_embed,
+            patch_norm,
+            stages,
+        })
+    }
+
+    pub fn config(&self) -> &SwinConfig {
+        &self.cfg
+    }
+
+    /// Image `[B, 3, H, W]` -> the four stage outputs, NCHW, at strides
+    /// 4, 8, 16, 32 (rounded up).
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>, BiRefNetError> {
+        let p = self.cfg.patch_size;
+        let (h, w) = (x.dim(2), x.dim(3));
+        let x = pad_end(&pad_end(x, 3, w.div_ceil(p) * p)?, 2, h.div_ceil(p) * p)?;
+        let t = self.patch_embed.forward(&x, &Epilogue::default())?;
+        let mut t = self.patch_norm.forward(&permute(&t, &[0, 2, 3, 1])?)?;
+        let ws = self.cfg.window;
+        let gpu = x.gpu();
+        let mut outs = Vec::with_capacity(self.stages.len());
+        for stage in &self.stages {
+            let (hh, ww) = (t.dim(1), t.dim(2));
+            let (hp, wp) = (hh.div_ceil(ws) * ws, ww.div_ceil(ws) * ws);
+            let n = ws * ws;
+            // One mask per stage, shared by its shifted blocks.
+            let mask = Tensor::from_f32(
+                gpu,
+                &[(hp / ws) * (wp / ws), 1, n, n],
+                &shift_mask(hp, wp, ws, ws / 2),
+                t.dtype(),
+            )?;
+            for blk in &stage.blocks {
+                t = blk.forward(&t, ws, &mask)?;
+            }
+            let o = stage.out_norm.forward(&t)?;
+            outs.push(permute(&o, &[0, 3, 1, 2])?);
+            if let Some(m) = &stage.downsample {
+                t = m.forward(&t)?;
+            }
+        }
+        Ok(outs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shift_mask_regions_follow_the_reference() {
+        // Hp = Wp = 8, window 4, shift 2: rows 0..4 region 0, 4..6 region 1,
+        // 6..8 region 2. Window 0 (top-left) is one region: no mask.
+        let m = shift_mask(8, 8, 4, 2);
+        let n = 16;
+        assert!(m[..n * n].iter().all(|&v| v == 0.0));
+        // Window 3 (bottom-right): token 0 at (4,4) region (1,1); token 15 at
+        // (7,7) region (2,2); token 2 at (4,6) region (1,2).
+        let w3 = &m[3 * n * n..4 * n * n];
+        assert_eq!(w3[15], SHIFT_MASK);
+        assert_eq!(w3[2], SHIFT_MASK);
+        assert_eq!(w3[1], 0.0);
+        // A single window (Hp = ws): rows < Hp - shift are region 1.
+        let m = shift_mask(4, 4, 4, 2);
+        assert_eq!(m[1], 0.0);
+        assert_eq!(m[2], SHIFT_MASK);
+    }
+
+    #[test]
+    fn relative_bias_indexes_the_table_like_the_reference() {
+        // window 2: table rows (2*2-1)^2 = 9, one head; token pairs
+        // (i, j) -> row (dh + 1) * 3 + (dw + 1).
+        let table: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let b = relative_bias(&table, 1, 2);
+        // i = 0 (0,0), j = 3 (1,1): dh = -1, dw = -1 -> row 0.
+        assert_eq!(b[3], 0.0);
+        // i = 3, j = 0: dh = 1, dw = 1 -> row 8.
+        assert_eq!(b[3 * 4], 8.0);
+        // diagonal -> row 4.
+        assert!((0..4).all(|i| b[i * 4 + i] == 4.0));
+    }
+}
