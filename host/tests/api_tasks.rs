@@ -132,6 +132,10 @@ async fn read_sse(r: reqwest::Response, within: Duration) -> Vec<(String, Value)
         tokio::time::Instant::now() < deadline,
         "the SSE stream did not end within {within:?}:\n{buf}"
     );
+    parse_sse(&buf)
+}
+
+fn parse_sse(buf: &str) -> Vec<(String, Value)> {
     buf.split("\n\n")
         .filter_map(|block| {
             let mut ev = None;
@@ -490,6 +494,59 @@ async fn upscale_matches_the_library() {
             job["outputs"][0]["height"].as_u64()
         ),
         (Some(48), Some(34))
+    );
+
+    // Cancel between tiles: the heavier x4plus model, cancelled on the first
+    // tile's progress event, stops before the last tile and is refunded.
+    let (status, job) = submit(
+        &s,
+        &t.key,
+        "upscale",
+        &[("image", png.clone())],
+        &[("model", "realesrgan-x4plus"), ("tile", "8")],
+    )
+    .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let r = client()
+        .get(s.u(&format!("/v1/jobs/{id}/events")))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = futures_util::StreamExt::fuse(r.bytes_stream());
+    let mut buf = String::new();
+    while !buf.contains("event: progress") && !buf.contains("event:progress") {
+        let chunk = tokio::time::timeout(JOB_TIMEOUT, futures_util::StreamExt::next(&mut stream))
+            .await
+            .expect("a progress event")
+            .expect("the stream stays open until the first tile")
+            .unwrap();
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let r = client()
+        .post(s.u(&format!("/v1/jobs/{id}/cancel")))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // The rest of the stream, to its end.
+    while let Ok(Some(chunk)) =
+        tokio::time::timeout(JOB_TIMEOUT, futures_util::StreamExt::next(&mut stream)).await
+    {
+        buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    let job = wait_done(&s, &t.key, id, JOB_TIMEOUT).await;
+    assert_eq!(job["status"], "canceled", "{job}");
+    assert_eq!(job["credits_state"], "refunded", "{job}");
+    let progress_events = parse_sse(&buf)
+        .into_iter()
+        .filter(|(e, _)| e == "progress")
+        .count();
+    assert!(
+        (1..9).contains(&progress_events),
+        "canceled after tile 1 of 9, yet {progress_events} tiles ran:\n{buf}"
     );
 
     for (fields, param) in [

@@ -160,7 +160,7 @@ impl Segmenter {
     /// published input size (the networks are fully convolutional): smaller
     /// is faster and coarser. `s` must be a positive multiple of 32.
     pub fn predict_at(&self, gpu: &Gpu, img: &RgbImage, s: usize) -> Result<Mask, BgError> {
-        if s == 0 || s % 32 != 0 {
+        if s == 0 || !s.is_multiple_of(32) {
             return Err(BgError::Option {
                 param: "resolution",
                 msg: format!("must be a positive multiple of 32, got {s}"),
