@@ -62,7 +62,7 @@ pub async fn build(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow
     let jobs = Jobs::new(JobsDeps {
         db: db.clone(),
         files,
-        registry: Registry::builtin(config.debug_tasks, config.credits.clone()),
+        registry: Registry::builtin(config.debug_tasks, config.credits.clone(), models_dir),
         webhooks,
         metrics: metrics.clone(),
         gpu,

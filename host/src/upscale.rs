@@ -10,6 +10,8 @@
 //! image (`alpha_upsampler='realesrgan'`); 16-bit images stay 16-bit.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use easel_kernels::{DType, Gpu, KernelError, Tensor};
 use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
@@ -55,6 +57,8 @@ pub enum UpscaleError {
         budget: u64,
         binding: u64,
     },
+    #[error("canceled")]
+    Canceled,
 }
 
 /// How to run an upscale.
@@ -73,6 +77,9 @@ pub struct UpscaleOptions {
     pub memory_budget: u64,
     /// Largest output (width * height) accepted.
     pub max_output_pixels: u64,
+    /// Checked before every tile: once set, the upscale stops with
+    /// [`UpscaleError::Canceled`] (the HTTP API's job cancel).
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl Default for UpscaleOptions {
@@ -83,6 +90,7 @@ impl Default for UpscaleOptions {
             outscale: None,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             max_output_pixels: DEFAULT_MAX_OUTPUT_PIXELS,
+            cancel: Arc::default(),
         }
     }
 }
@@ -158,7 +166,15 @@ pub fn upscale(
         progress(done, total);
     };
 
-    let out = run_image(gpu, model, &fit_channels(rgb, in_ch), tile, pad, &mut tick)?;
+    let cancel = &opts.cancel;
+    let out = run_image(
+        gpu,
+        model,
+        &fit_channels(rgb, in_ch),
+        (tile, pad),
+        cancel,
+        &mut tick,
+    )?;
     let out = if grey {
         to_luma(out)
     } else {
@@ -169,8 +185,8 @@ pub fn upscale(
             gpu,
             model,
             &fit_channels(a, in_ch),
-            tile,
-            pad,
+            (tile, pad),
+            cancel,
             &mut tick,
         )?)),
         None => None,
@@ -270,10 +286,18 @@ fn run_image(
     gpu: &Gpu,
     model: &UpscaleModel,
     img: &Planes,
-    tile: Option<usize>,
-    pad: usize,
+    (tile, pad): (Option<usize>, usize),
+    cancel: &AtomicBool,
     tick: &mut dyn FnMut(),
 ) -> Result<Planes, UpscaleError> {
+    let check = || {
+        if cancel.load(Ordering::Relaxed) {
+            Err(UpscaleError::Canceled)
+        } else {
+            Ok(())
+        }
+    };
+    check()?;
     let s = model.scale();
     let (w, h) = (img.width, img.height);
     let Some(t) = tile else {
@@ -288,6 +312,7 @@ fn run_image(
     };
     for y0 in (0..h).step_by(t) {
         for x0 in (0..w).step_by(t) {
+            check()?;
             let (x1, y1) = ((x0 + t).min(w), (y0 + t).min(h));
             let (px0, py0) = (x0.saturating_sub(pad), y0.saturating_sub(pad));
             let (px1, py1) = ((x1 + pad).min(w), (y1 + pad).min(h));

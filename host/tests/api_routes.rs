@@ -93,6 +93,9 @@ async fn health_ready_metrics_openapi_cover_every_route() {
         ("post", "/v1/image/convert"),
         ("post", "/v1/image/noop"),
         ("post", "/v1/image/noop-gpu"),
+        ("post", "/v1/image/upscale"),
+        ("post", "/v1/image/remove-background"),
+        ("post", "/v1/image/replace-background"),
         ("get", "/v1/jobs"),
         ("get", "/v1/jobs/{id}"),
         ("post", "/v1/jobs/{id}/cancel"),
@@ -133,6 +136,13 @@ async fn health_ready_metrics_openapi_cover_every_route() {
         json!(["contain", "cover", "fill", "inside"])
     );
     assert_eq!(convert["width"]["maximum"], 65535);
+    let replace = &doc["paths"]["/v1/image/replace-background"]["post"]["requestBody"]["content"]["multipart/form-data"]
+        ["schema"]["properties"];
+    assert_eq!(replace["model"]["default"], "isnet-dis", "{replace}");
+    assert!(
+        replace["background"].is_object(),
+        "the second image input: {replace}"
+    );
     assert!(doc["components"]["schemas"]["JobView"].is_object());
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
 

@@ -11,14 +11,16 @@ pub mod matting;
 pub mod segment;
 
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use easel_kernels::{AdapterClass, DType, Gpu};
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Rgb, RgbImage, RgbaImage};
 
 pub use compose::Fit;
 pub use matting::MattingOptions;
 pub use segment::{Preprocess, SegModel, Segmenter};
 
+use crate::models::registry::{self, RegistryError};
 use crate::models::rsu::RsuError;
 use crate::weights::WeightError;
 
@@ -30,6 +32,9 @@ pub enum BgError {
     BiRefNet(#[from] crate::models::birefnet::BiRefNetError),
     #[error(transparent)]
     Weights(#[from] WeightError),
+    /// Unknown or invalid model name, or an unreadable models directory.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error(transparent)]
     Kernel(#[from] easel_kernels::KernelError),
     #[error("model manifest {path}: {msg}")]
@@ -116,19 +121,64 @@ pub fn decode_image(
     let orientation = decoder.orientation().map_err(err)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(err)?;
     img.apply_orientation(orientation);
-    let alpha = img.color().has_alpha().then(|| {
-        let rgba = img.to_rgba8();
-        GrayImage::from_raw(
-            rgba.width(),
-            rgba.height(),
-            rgba.pixels().map(|p| p[3]).collect(),
-        )
-        .expect("sizes match")
-    });
-    Ok(InputImage {
-        rgb: img.to_rgb8(),
-        alpha,
-    })
+    Ok(InputImage::from_image(&img))
+}
+
+impl InputImage {
+    /// An already decoded (and oriented) image: grayscale becomes RGB,
+    /// 16-bit is reduced to 8-bit, an alpha channel is kept aside.
+    pub fn from_image(img: &DynamicImage) -> InputImage {
+        let alpha = img.color().has_alpha().then(|| {
+            let rgba = img.to_rgba8();
+            GrayImage::from_raw(
+                rgba.width(),
+                rgba.height(),
+                rgba.pixels().map(|p| p[3]).collect(),
+            )
+            .expect("sizes match")
+        });
+        InputImage {
+            rgb: img.to_rgb8(),
+            alpha,
+        }
+    }
+}
+
+/// Resolves `name` in `models_dir` (see [`registry::resolve`]) and loads it
+/// as a segmenter in `dtype`.
+pub fn load_segmenter(
+    gpu: &Gpu,
+    models_dir: &Path,
+    name: &str,
+    dtype: DType,
+) -> Result<Segmenter, BgError> {
+    let entry = registry::resolve(models_dir, name)?;
+    Segmenter::load(gpu, &entry.weights_path, dtype)
+}
+
+/// f16 on GPUs with SHADER_F16; f32 on CPU adapters, which gain nothing from
+/// f16 storage and lose accuracy.
+pub fn default_dtype(gpu: &Gpu) -> DType {
+    if gpu.caps().shader_f16 && gpu.class() != AdapterClass::Cpu {
+        DType::F16
+    } else {
+        DType::F32
+    }
+}
+
+/// Runs `seg` on `input` (at the model's input size, or `resolution`) and
+/// post-processes the mask: the final alpha, one value per input pixel.
+pub fn predict_alpha(
+    gpu: &Gpu,
+    seg: &Segmenter,
+    input: &InputImage,
+    opts: &MaskOptions,
+    resolution: Option<usize>,
+) -> Result<Vec<f32>, BgError> {
+    opts.validate()?;
+    let size = resolution.unwrap_or(seg.preprocess().input_size);
+    let mask = seg.predict_at(gpu, &input.rgb, size)?;
+    finish_alpha(input, &mask, opts)
 }
 
 /// A foreground probability per pixel, row-major.

@@ -228,6 +228,19 @@ impl Segmenter {
 
     /// The foreground probability of every pixel of `img`, at its size.
     pub fn predict(&self, gpu: &Gpu, img: &RgbImage) -> Result<Mask, BgError> {
+        self.predict_at(gpu, img, self.prep.input_size)
+    }
+
+    /// [`Segmenter::predict`] with the model run at `s`x`s` instead of its
+    /// published input size (the networks are fully convolutional): smaller
+    /// is faster and coarser. `s` must be a positive multiple of 32.
+    pub fn predict_at(&self, gpu: &Gpu, img: &RgbImage, s: usize) -> Result<Mask, BgError> {
+        if s == 0 || !s.is_multiple_of(32) {
+            return Err(BgError::Option {
+                param: "resolution",
+                msg: format!("must be a positive multiple of 32, got {s}"),
+            });
+        }
         let (w, h) = (img.width() as usize, img.height() as usize);
         let spec = ImageSpec {
             width: w,
@@ -237,7 +250,6 @@ impl Segmenter {
         };
         let (scale, offset) = self.prep.affine(img);
         let x = image_to_tensor(gpu, img.as_raw(), spec, 3, scale, offset, self.dtype)?;
-        let s = self.prep.input_size;
         let x = if (w, h) == (s, s) {
             x
         } else {

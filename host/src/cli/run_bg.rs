@@ -4,12 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use easel_kernels::{AdapterClass, DType, Gpu};
+use easel_kernels::{DType, Gpu};
 use image::{DynamicImage, ImageFormat};
 
-use crate::background::{
-    self, Background, Fit, InputImage, Limits, MaskOptions, MattingOptions, Segmenter,
-};
+use crate::background::{self, Background, Fit, InputImage, Limits, MaskOptions, MattingOptions};
 
 #[derive(Debug, clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -137,44 +135,23 @@ impl SegmentArgs {
             .with_context(|| format!("decoding {}", self.input.display()))?;
         let gpu = Gpu::shared().context("opening the GPU")?;
         let dtype = pick_dtype(&gpu, self.precision)?;
-        let path = model_path(models_dir, &self.model)?;
-        let seg = Segmenter::load(&gpu, &path, dtype)
-            .with_context(|| format!("loading model '{}' from {}", self.model, path.display()))?;
-        let mask = seg
-            .predict(&gpu, &input.rgb)
+        let seg = background::load_segmenter(&gpu, models_dir, &self.model, dtype)
+            .with_context(|| format!("loading model '{}'", self.model))?;
+        let alpha = background::predict_alpha(&gpu, &seg, &input, &opts, None)
             .context("predicting the mask")?;
-        let alpha = background::finish_alpha(&input, &mask, &opts)?;
         Ok((input, alpha))
     }
 }
 
-/// `<models_dir>/<name>.safetensors`, with a clear error when absent.
-fn model_path(models_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-        bail!("--model must be a model name, got {name:?}");
-    }
-    let path = models_dir.join(format!("{name}.safetensors"));
-    if !path.is_file() {
-        bail!(
-            "model '{name}' not found: {} does not exist (set --models-dir)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 fn pick_dtype(gpu: &Gpu, p: Option<Precision>) -> anyhow::Result<DType> {
-    let f16 = gpu.caps().shader_f16;
     Ok(match p {
         Some(Precision::F32) => DType::F32,
-        Some(Precision::F16) if !f16 => bail!(
+        Some(Precision::F16) if !gpu.caps().shader_f16 => bail!(
             "--precision f16: the adapter '{}' has no SHADER_F16; use --precision f32",
             gpu.info().name
         ),
         Some(Precision::F16) => DType::F16,
-        // CPU adapters gain nothing from f16 storage and lose accuracy.
-        None if f16 && gpu.class() != AdapterClass::Cpu => DType::F16,
-        None => DType::F32,
+        None => background::default_dtype(gpu),
     })
 }
 

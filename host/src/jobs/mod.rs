@@ -193,6 +193,9 @@ impl Jobs {
             .ok_or_else(|| JobError::UnknownTask(req.task.clone()))?;
         let params = params::validate(task.name(), &task.params(), &req.params)
             .map_err(JobError::InvalidParam)?;
+        let input_names: Vec<&str> = req.inputs.iter().map(|(n, _)| n.as_str()).collect();
+        task.check(&params, &input_names)
+            .map_err(JobError::InvalidParam)?;
         let priority = req.priority.unwrap_or(5);
         if !(0..=9).contains(&priority) {
             return Err(bad_param(

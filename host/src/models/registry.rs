@@ -18,7 +18,7 @@ pub enum RegistryError {
         "invalid model name '{name}': use letters, digits, '.', '_' and '-' only, not starting with '.'"
     )]
     InvalidName { name: String },
-    #[error("unknown model '{name}' in {dir}; {}", installed_list(.installed))]
+    #[error("unknown model '{name}': not found in {dir}; {}", installed_list(.installed))]
     Unknown {
         name: String,
         dir: PathBuf,

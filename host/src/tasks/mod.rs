@@ -24,13 +24,16 @@
 //! // in Registry::builtin: r.register(Upscale);
 //! ```
 
+pub mod background;
 pub mod convert;
 pub mod debug;
 pub mod image_io;
 pub mod models;
 pub mod params;
+pub mod upscale;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -246,6 +249,13 @@ pub trait Task: Send + Sync + 'static {
     fn models(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Checks at submit what the parameter specs cannot express (a model
+    /// that is not installed, a choice between inputs), given the validated
+    /// `params` and the names of the inputs the request carries. An error
+    /// rejects the request (400 naming the parameter) before a job exists.
+    fn check(&self, _params: &Params, _inputs: &[&str]) -> Result<(), ParamError> {
+        Ok(())
+    }
     /// Does the work; called on a blocking thread. Must call
     /// `ctx.check_canceled()` between units of work.
     fn run(
@@ -265,13 +275,17 @@ pub struct Registry {
 
 impl Registry {
     /// The built-in tasks (plus the diagnostic ones when `debug`), with
-    /// credit costs overridden by `credits`.
-    pub fn builtin(debug: bool, credits: BTreeMap<String, u64>) -> Registry {
+    /// credit costs overridden by `credits`; model tasks load their weights
+    /// from `models_dir`.
+    pub fn builtin(debug: bool, credits: BTreeMap<String, u64>, models_dir: &Path) -> Registry {
         let mut r = Registry {
             tasks: BTreeMap::new(),
             credits,
         };
         r.register(convert::Convert);
+        r.register(upscale::Upscale::new(models_dir));
+        r.register(background::RemoveBackground::new(models_dir));
+        r.register(background::ReplaceBackground::new(models_dir));
         if debug {
             r.register(debug::Noop);
             r.register(debug::NoopGpu);

@@ -4,9 +4,14 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+
+use super::ParamError;
+use crate::models::{detect, registry};
+use crate::weights::Weights;
 
 struct Entry {
     model: Arc<dyn Any + Send + Sync>,
@@ -118,6 +123,55 @@ impl ModelCache {
     pub fn resident_bytes(&self) -> u64 {
         self.loaded().iter().map(|m| m.bytes).sum()
     }
+}
+
+/// Checks at submit that `name` is an installed model that `fits` (an
+/// architecture test on its tensors, read from the mmapped header only),
+/// naming the `model` parameter otherwise.
+pub fn check_installed(
+    models_dir: &Path,
+    name: &str,
+    what: &str,
+    fits: impl FnOnce(&Weights) -> bool,
+) -> Result<(), ParamError> {
+    let err = |message: String| ParamError {
+        param: "model".into(),
+        message,
+    };
+    let entry = registry::resolve(models_dir, name).map_err(|e| err(e.to_string()))?;
+    let weights = Weights::open(&entry.weights_path)
+        .map_err(|e| err(format!("model '{name}' cannot be read: {e}")))?;
+    if fits(&weights) {
+        Ok(())
+    } else {
+        let arch = detect::detect(&weights).map_or("an unknown architecture".into(), |a| {
+            format!("a {} model", a.name())
+        });
+        Err(err(format!("model '{name}' is {arch}, not {what}")))
+    }
+}
+
+/// Loads a model with `load` and measures the GPU memory it holds (growth of
+/// the pool's live bytes; loads are serialized by the cache, but a job
+/// running meanwhile can blur the figure, which only steers eviction).
+pub fn load_measured<T, E>(
+    gpu: &easel_kernels::Gpu,
+    load: impl FnOnce() -> Result<T, E>,
+) -> Result<(T, u64), E> {
+    let before = gpu.memory_stats().bytes_live;
+    let model = load()?;
+    let bytes = gpu.memory_stats().bytes_live.saturating_sub(before);
+    Ok((model, bytes))
+}
+
+/// Installed model names whose weights pass `fits`, for `/v1/models`.
+pub fn installed(models_dir: &Path, fits: impl Fn(&Weights) -> bool) -> Vec<String> {
+    registry::list(models_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| Weights::open(&e.weights_path).is_ok_and(|w| fits(&w)))
+        .map(|e| e.name)
+        .collect()
 }
 
 #[cfg(test)]
