@@ -101,6 +101,16 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
     duration_ms INTEGER NOT NULL,
     PRIMARY KEY (message_id, attempt)
 );
+CREATE TABLE IF NOT EXISTS plugins (
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name, version)
+);
+CREATE INDEX IF NOT EXISTS plugins_hash ON plugins(hash);
 "#;
 
 impl Db {
