@@ -132,6 +132,15 @@ impl Db {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
         )?;
         conn.execute_batch(SCHEMA)?;
+        // Columns added after the first release: databases created before them gain them here.
+        let has_steps = conn
+            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'plugin_steps'")?
+            .exists([])?;
+        if !has_steps {
+            conn.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN plugin_steps TEXT NOT NULL DEFAULT '[]'",
+            )?;
+        }
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })

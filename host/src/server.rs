@@ -74,6 +74,7 @@ pub async fn build(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow
         urls,
     });
     let plugins = open_plugins(&config, &db, data_dir).await?;
+    jobs.set_plugins(plugins.host.clone());
     let state = AppState::new(
         jobs,
         Tenants::new(db),

@@ -398,3 +398,114 @@ async fn endpoint_plugins_answer_over_http_and_failures_name_the_limit() {
     let r = client().get(s.u("/v1/x/ep/a")).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+async fn convert_png(s: &Server, key: &str, input: &[u8]) -> Value {
+    let form = Form::new()
+        .part("image", Part::bytes(input.to_vec()).file_name("in.png"))
+        .text("format", "png");
+    let r = client()
+        .post(s.u("/v1/image/convert"))
+        .bearer_auth(key)
+        .header("prefer", "wait=30")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (status, job) = json_of(r).await;
+    assert_eq!(status, 201, "{job}");
+    job
+}
+
+async fn output_pixels(s: &Server, job: &Value) -> image::RgbaImage {
+    let url = job["outputs"][0]["url"].as_str().unwrap();
+    let r = client().get(s.u(url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    image::load_from_memory(&r.bytes().await.unwrap())
+        .unwrap()
+        .to_rgba8()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermark_postprocesses_a_convert_job_and_plugin_failures_fail_the_job() {
+    let s = server();
+    let a = s.tenant("a", 100).await;
+    let b = s.tenant("b", 100).await;
+    let (status, v) = json_of(
+        put_with_manifest(
+            &s,
+            &a.key,
+            "watermark",
+            component("watermark"),
+            json!({"tasks": ["convert"], "config": {"text": "TEST"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (_, input) = png(256, 128);
+
+    // Tenant A's convert runs through the watermark; tenant B's (no plugins) does not.
+    let marked = convert_png(&s, &a.key, &input).await;
+    assert_eq!(marked["status"], "succeeded", "{marked}");
+    let plain = convert_png(&s, &b.key, &input).await;
+    assert_eq!(plain["status"], "succeeded", "{plain}");
+    assert_eq!(plain["plugins"].as_array().unwrap().len(), 0, "{plain}");
+    let steps = marked["plugins"].as_array().unwrap();
+    let stages: Vec<&str> = steps.iter().map(|p| p["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["preprocess", "postprocess"], "{marked}");
+    for st in steps {
+        assert_eq!(
+            (st["plugin"].as_str(), st["version"].as_u64()),
+            (Some("watermark"), Some(1))
+        );
+        assert!(st["fuel_used"].as_u64().unwrap() > 0, "{st}");
+        assert!(st["wall_us"].as_u64().unwrap() > 0, "{st}");
+        assert!(st["error"].is_null());
+    }
+    let (m, p) = (
+        output_pixels(&s, &marked).await,
+        output_pixels(&s, &plain).await,
+    );
+    assert_eq!(m.dimensions(), p.dimensions());
+    // "TEST" at scale 1 (width 256) is 32x8 px, 4 px from the bottom-right corner: pixels
+    // differ only inside that box, and some inside it do.
+    let (w, h) = m.dimensions();
+    let in_box = |x: u32, y: u32| x >= w - 32 - 4 && x < w - 4 && y >= h - 8 - 4 && y < h - 4;
+    let mut changed = 0;
+    for (x, y, px) in m.enumerate_pixels() {
+        if px != p.get_pixel(x, y) {
+            assert!(in_box(x, y), "pixel ({x},{y}) outside the mark changed");
+            changed += 1;
+        }
+    }
+    assert!(changed > 20, "the mark changed {changed} pixels");
+
+    // A plugin that breaks a limit fails the job with the plugin's error code.
+    let (status, v) = json_of(
+        put_with_manifest(
+            &s,
+            &a.key,
+            "watermark",
+            component("watermark"),
+            json!({"tasks": ["convert"], "limits": {"fuel": 1000}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, v["version"].as_u64()), (201, Some(2)), "{v}");
+    let failed = convert_png(&s, &a.key, &input).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"]["code"], "plugin_fuel_exhausted", "{failed}");
+    let step = &failed["plugins"][0];
+    assert_eq!(
+        (step["version"].as_u64(), step["stage"].as_str()),
+        (Some(2), Some("preprocess"))
+    );
+    assert!(
+        step["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("plugin_fuel_exhausted"),
+        "{step}"
+    );
+}

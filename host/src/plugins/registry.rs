@@ -355,6 +355,24 @@ impl PluginHost {
             .unwrap_or_default()
     }
 
+    /// The tenant's plugins whose active version hooks `task` (its manifest's `tasks` names
+    /// it, or `*`), with their worlds, in name order: the job pipeline's router (the first
+    /// router) and its processors (all of them, in this order).
+    pub fn hooked(&self, tenant: &str, task: &str) -> Vec<(String, World)> {
+        let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = tenants.get(tenant) else {
+            return Vec::new();
+        };
+        t.plugins
+            .iter()
+            .filter_map(|(name, e)| {
+                let l = e.active()?;
+                let hooks = l.manifest.tasks.iter().any(|t| t == task || t == "*");
+                (hooks && l.info.world != World::Endpoint).then(|| (name.clone(), l.info.world))
+            })
+            .collect()
+    }
+
     /// Every version of a plugin (oldest first) and the active one, or `None` if unknown.
     pub fn versions(&self, tenant: &str, name: &str) -> Option<(Vec<PluginVersionInfo>, u32)> {
         let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
