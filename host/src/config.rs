@@ -51,6 +51,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub webhooks: WebhookConfig,
     pub gpu: GpuConfig,
+    pub plugins: PluginsConfig,
     /// Credit cost per task, overriding each task's default.
     pub credits: std::collections::BTreeMap<String, u64>,
 }
@@ -68,6 +69,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             webhooks: WebhookConfig::default(),
             gpu: GpuConfig::default(),
+            plugins: PluginsConfig::default(),
             credits: Default::default(),
         }
     }
@@ -265,6 +267,30 @@ impl Default for GpuConfig {
     }
 }
 
+/// Tenant plugins (WebAssembly components): upload caps and the compile cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Largest component accepted by `PUT /v1/plugins/{name}` (also bounded by
+    /// `limits.max_body_bytes`).
+    pub max_component_bytes: usize,
+    /// Longest a component may take to compile before the upload is refused, in seconds.
+    pub compile_timeout_secs: u64,
+    /// Where compiled artefacts are cached by content hash and engine version
+    /// (default `<data dir>/plugin-cache`).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            max_component_bytes: 64 << 20,
+            compile_timeout_secs: 120,
+            cache_dir: None,
+        }
+    }
+}
+
 impl Config {
     /// Defaults ← `file` (if given; a missing explicit file is an error) ←
     /// `EASEL_*` variables from `env`.
@@ -317,6 +343,9 @@ impl Config {
         if self.storage.backend == StorageBackend::S3 && self.storage.s3.bucket.is_empty() {
             return bad("storage.backend = \"s3\" needs storage.s3.bucket");
         }
+        if self.plugins.max_component_bytes == 0 || self.plugins.compile_timeout_secs == 0 {
+            return bad("plugins.max_component_bytes and plugins.compile_timeout_secs must be > 0");
+        }
         if self.limits.max_page_size == 0 {
             return bad("limits.max_page_size must be at least 1");
         }
@@ -336,6 +365,7 @@ const KEYS: &[&str] = &[
     "storage",
     "webhooks",
     "gpu",
+    "plugins",
     "credits",
 ];
 

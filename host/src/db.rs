@@ -101,6 +101,16 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
     duration_ms INTEGER NOT NULL,
     PRIMARY KEY (message_id, attempt)
 );
+CREATE TABLE IF NOT EXISTS plugins (
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name, version)
+);
+CREATE INDEX IF NOT EXISTS plugins_hash ON plugins(hash);
 "#;
 
 impl Db {
@@ -122,6 +132,15 @@ impl Db {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
         )?;
         conn.execute_batch(SCHEMA)?;
+        // Columns added after the first release: databases created before them gain them here.
+        let has_steps = conn
+            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'plugin_steps'")?
+            .exists([])?;
+        if !has_steps {
+            conn.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN plugin_steps TEXT NOT NULL DEFAULT '[]'",
+            )?;
+        }
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })

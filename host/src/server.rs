@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::api::plugins::Plugins;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::db::Db;
 use crate::jobs::view::Urls;
 use crate::jobs::{Jobs, JobsDeps};
 use crate::metrics::Metrics;
+use crate::plugins::{PluginHost, PluginHostConfig, PluginStore};
 use crate::storage::files::Files;
 use crate::storage::signing::{self, UrlSigner};
 use crate::tasks::{ModelCache, Registry};
@@ -71,15 +73,42 @@ pub async fn build(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow
         config: config.jobs.clone(),
         urls,
     });
+    let plugins = open_plugins(&config, &db, data_dir).await?;
+    jobs.set_plugins(plugins.host.clone());
     let state = AppState::new(
         jobs,
         Tenants::new(db),
         Arc::new(config),
         metrics,
         models_dir.to_owned(),
+        plugins,
     );
     let router = api::router(state.clone());
     Ok(Server { state, router })
+}
+
+/// Starts the plugin host and reloads the persisted plugins (from the compile cache when
+/// the engine is unchanged).
+async fn open_plugins(config: &Config, db: &Db, data_dir: &Path) -> anyhow::Result<Plugins> {
+    let mut pcfg = PluginHostConfig::new(data_dir);
+    pcfg.max_component_bytes = config.plugins.max_component_bytes;
+    pcfg.compile_timeout = Duration::from_secs(config.plugins.compile_timeout_secs);
+    if let Some(dir) = &config.plugins.cache_dir {
+        pcfg.cache_dir = dir.clone();
+    }
+    let host = PluginHost::new(pcfg).context("starting the plugin host")?;
+    let store = PluginStore::new(db.clone(), data_dir);
+    let restored = store
+        .load_into(&host)
+        .await
+        .context("reloading stored plugins")?;
+    for f in &restored.failed {
+        tracing::error!("stored plugin not loaded: {f}");
+    }
+    if restored.loaded > 0 {
+        tracing::info!("plugins: {} versions reloaded", restored.loaded);
+    }
+    Ok(Plugins { host, store })
 }
 
 async fn shutdown_signal() {

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod models;
 pub mod openapi;
+pub mod plugins;
 pub mod tasks;
 
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post, put};
 
 use crate::config::Config;
 use crate::jobs::Jobs;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub models_dir: PathBuf,
     pub openapi: Arc<serde_json::Value>,
+    pub plugins: plugins::Plugins,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         models_dir: PathBuf,
+        plugins: plugins::Plugins,
     ) -> Self {
         let limiter = Arc::new(RateLimiter::new(
             config.rate_limit.per_second,
@@ -60,6 +63,7 @@ impl AppState {
             metrics,
             models_dir,
             openapi: Arc::new(serde_json::Value::Null),
+            plugins,
         };
         st.openapi = Arc::new(openapi::document(&models::task_infos(&st)));
         st
@@ -77,6 +81,16 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/jobs/{id}/webhooks", get(jobs::webhooks))
         .route("/v1/files", post(files::upload))
         .route("/v1/account", get(account::get))
+        .route("/v1/plugins", get(plugins::list))
+        .route(
+            "/v1/plugins/{name}",
+            put(plugins::upload)
+                .get(plugins::get)
+                .delete(plugins::delete),
+        )
+        .route("/v1/plugins/{name}/logs", get(plugins::logs))
+        .route("/v1/x/{plugin}", any(plugins::endpoint))
+        .route("/v1/x/{plugin}/{*path}", any(plugins::endpoint))
         .route_layer(from_fn_with_state(st.clone(), auth::require_tenant));
     // Downloads also accept a signed URL instead of a key; delete checks the
     // key itself.

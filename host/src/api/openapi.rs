@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{AppState, account, admin, files, health, jobs, metrics, models, tasks};
+use super::{AppState, account, admin, files, health, jobs, metrics, models, plugins, tasks};
 
 struct Security;
 
@@ -43,6 +43,8 @@ impl Modify for Security {
         jobs::list, jobs::get, jobs::cancel, jobs::events, jobs::webhooks,
         files::upload, files::download, files::delete,
         account::get,
+        plugins::upload, plugins::list, plugins::get, plugins::delete, plugins::logs,
+        plugins::endpoint,
         admin::create, admin::list, admin::get, admin::update, admin::credits, admin::rotate_key,
     ),
     modifiers(&Security),
@@ -52,6 +54,7 @@ impl Modify for Security {
         (name = "files", description = "Inputs and outputs"),
         (name = "models", description = "What this server runs"),
         (name = "account", description = "The calling tenant"),
+        (name = "plugins", description = "Tenant WebAssembly plugins and their HTTP endpoints"),
         (name = "admin", description = "Operator endpoints (admin key)"),
         (name = "health", description = "Probes and metrics"),
     )

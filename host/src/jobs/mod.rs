@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod model;
+pub mod plugins;
 pub mod scheduler;
 pub mod store;
 pub mod view;
@@ -142,6 +143,8 @@ pub struct Jobs {
     /// Cancel flags of running jobs.
     running: Mutex<HashMap<String, Arc<AtomicBool>>>,
     draining: AtomicBool,
+    /// The tenant-plugin host, once the server connects it ([`Jobs::set_plugins`]).
+    plugins: std::sync::OnceLock<crate::plugins::PluginHost>,
 }
 
 /// What start-up recovery found.
@@ -170,6 +173,7 @@ impl Jobs {
             events: EventBus::default(),
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            plugins: Default::default(),
         })
     }
 
@@ -394,6 +398,7 @@ impl Jobs {
             created_at: ids::now_ms(),
             started_at: None,
             finished_at: None,
+            plugin_steps: vec![],
         };
 
         enum Outcome {

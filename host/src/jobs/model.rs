@@ -144,4 +144,6 @@ pub struct Job {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The tenant plugins the job ran through (router, processors), in order.
+    pub plugin_steps: Vec<super::plugins::PluginStep>,
 }

@@ -10,7 +10,7 @@ use crate::tasks::Params;
 
 pub(crate) const COLUMNS: &str = "seq, id, tenant_id, task, status, priority, params, inputs, outputs, error_code, \
      error_message, progress, logs, attempts, credits, credits_state, idempotency_key, request_hash, webhook_url, \
-     webhook_events, created_at, started_at, finished_at";
+     webhook_events, created_at, started_at, finished_at, plugin_steps";
 
 fn json_col<T: serde::de::DeserializeOwned>(
     r: &rusqlite::Row<'_>,
@@ -63,6 +63,7 @@ pub(crate) fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         created_at: r.get(20)?,
         started_at: r.get(21)?,
         finished_at: r.get(22)?,
+        plugin_steps: json_col(r, 23)?,
     })
 }
 

@@ -84,6 +84,9 @@ pub struct JobView {
     pub webhook: Option<String>,
     pub webhook_events_filter: Vec<WebhookEvent>,
     pub urls: JobUrls,
+    /// Each tenant plugin step the job ran (router, preprocess, postprocess): which plugin
+    /// and version, wall time, fuel, and the error that ended it.
+    pub plugins: Vec<super::plugins::PluginStep>,
 }
 
 impl JobView {
@@ -120,6 +123,7 @@ impl JobView {
                 })
                 .collect(),
             error: j.error.clone(),
+            plugins: j.plugin_steps.clone(),
             attempts: j.attempts,
             credits: j.credits,
             credits_state: j.credits_state,

@@ -15,7 +15,7 @@ use super::view::JobView;
 use super::{JobError, Jobs, store};
 use crate::ids;
 use crate::storage::files::{FileKind, NewFile};
-use crate::tasks::{Input, Progress, ProgressSink, TaskContext, TaskError};
+use crate::tasks::{Input, Progress, ProgressSink, TaskError};
 use crate::webhooks;
 
 /// Job logs kept in the record; older lines are dropped beyond this.
@@ -237,38 +237,11 @@ impl Jobs {
                 content_type: rec.content_type,
             });
         }
-        let ctx = TaskContext {
-            job_id: job.id.clone(),
-            tenant_id: job.tenant_id.clone(),
-            attempt: job.attempts,
-            gpu: self.gpu.clone(),
-            models: self.models.clone(),
-            limits: self.image_limits(),
-            canceled: canceled.clone(),
-            sink,
-        };
-        let params = job.params.clone();
-        let handle = tokio::task::spawn_blocking(move || task.run(&ctx, inputs, &params));
-        let timeout = Duration::from_secs(self.config.timeout_secs);
-        match tokio::time::timeout(timeout, handle).await {
-            Ok(Ok(r)) => r.map_err(Failure::Task),
-            Ok(Err(join)) => Err(Failure::Other(
-                "task_panicked",
-                format!("the task crashed: {join}"),
-            )),
-            Err(_) => {
-                // Ask the task to stop at its next check; its result is dropped.
-                canceled.store(true, Ordering::Relaxed);
-                Err(Failure::Other(
-                    "timeout",
-                    format!("the job ran longer than {} s", timeout.as_secs()),
-                ))
-            }
-        }
+        self.run_pipeline(job, task, inputs, sink, canceled).await
     }
 }
 
-enum Failure {
+pub(super) enum Failure {
     Task(TaskError),
     Other(&'static str, String),
 }
@@ -282,7 +255,7 @@ struct SinkState {
 /// Receives a running task's progress and logs: publishes them live, saves
 /// them to the record at most every 250 ms, and sends `progress` webhooks
 /// (at most one a second) when the job asked for them.
-struct JobSink {
+pub(super) struct JobSink {
     jobs: Arc<Jobs>,
     job_id: String,
     tenant_id: String,

@@ -30,6 +30,7 @@ mod registry;
 mod sched;
 mod state;
 mod stdio;
+mod store;
 mod values;
 
 pub use call::CallReport;
@@ -43,6 +44,7 @@ pub use model_runner::{ModelCall, ModelResult, ModelRunError, ModelRunner, NoMod
 pub use processor::ImageInfo;
 pub use registry::{LogRecord, PluginHost, PluginVersionInfo};
 pub use state::{LogLevel, LogLine};
+pub use store::{PluginStore, Restored, StoreError};
 pub use values::{Audio, ParamValue, Params, Plan, PlanStep, PluginOutput, PluginRequest};
 
 /// The result of a guest call and what it cost.

@@ -210,6 +210,32 @@ impl PluginHost {
         bytes: Vec<u8>,
         manifest: Option<Manifest>,
     ) -> Result<PluginVersionInfo, UploadError> {
+        self.register(tenant, name, bytes, manifest, None).await
+    }
+
+    /// Registers a stored version under its original number (the server reloading its
+    /// persisted plugins at start), so version numbers survive a restart even when an older
+    /// version can no longer be loaded.
+    pub async fn restore(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u32,
+        bytes: Vec<u8>,
+        manifest: Manifest,
+    ) -> Result<PluginVersionInfo, UploadError> {
+        self.register(tenant, name, bytes, Some(manifest), Some(version))
+            .await
+    }
+
+    async fn register(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        manifest: Option<Manifest>,
+        version: Option<u32>,
+    ) -> Result<PluginVersionInfo, UploadError> {
         validate_name(name)?;
         let cfg = &self.inner.cfg;
         if bytes.len() > cfg.max_component_bytes {
@@ -293,7 +319,8 @@ impl PluginHost {
             pinned: None,
             logs: Default::default(),
         });
-        let version = entry.versions.last().map_or(1, |l| l.info.version + 1);
+        let next = entry.versions.last().map_or(1, |l| l.info.version + 1);
+        let version = version.unwrap_or(next).max(next);
         let info = PluginVersionInfo {
             name: name.to_owned(),
             version,
@@ -326,6 +353,24 @@ impl PluginHost {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The tenant's plugins whose active version hooks `task` (its manifest's `tasks` names
+    /// it, or `*`), with their worlds, in name order: the job pipeline's router (the first
+    /// router) and its processors (all of them, in this order).
+    pub fn hooked(&self, tenant: &str, task: &str) -> Vec<(String, World)> {
+        let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = tenants.get(tenant) else {
+            return Vec::new();
+        };
+        t.plugins
+            .iter()
+            .filter_map(|(name, e)| {
+                let l = e.active()?;
+                let hooks = l.manifest.tasks.iter().any(|t| t == task || t == "*");
+                (hooks && l.info.world != World::Endpoint).then(|| (name.clone(), l.info.world))
+            })
+            .collect()
     }
 
     /// Every version of a plugin (oldest first) and the active one, or `None` if unknown.

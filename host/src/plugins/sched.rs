@@ -25,11 +25,25 @@ pub(crate) fn current_nice() -> Option<i32> {
     }
 }
 
-/// Sets the calling thread's nice value; false if not permitted.
+/// Sets the calling thread's nice value; false if not permitted. At [`DEMOTED_NICE`] the
+/// thread also moves to `SCHED_IDLE`, and back to `SCHED_OTHER` below it: a low nice value
+/// alone still lets a spinning guest finish its time slice (a few ms) before a waking
+/// thread of another tenant runs, once per wake-up — a job that hops between threads a
+/// dozen times would pay that a dozen times. An idle-class thread is preempted at once.
 #[cfg(target_os = "linux")]
 pub(crate) fn set_nice(nice: i32) -> bool {
-    // SAFETY: on Linux, PRIO_PROCESS with a thread id affects only that thread.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid(), nice) == 0 }
+    let policy = if nice >= DEMOTED_NICE {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: on Linux, a thread id as the pid of sched_setscheduler and of PRIO_PROCESS
+    // affects only that thread; `param` outlives the call.
+    unsafe {
+        libc::sched_setscheduler(tid() as libc::pid_t, policy, &param) == 0
+            && libc::setpriority(libc::PRIO_PROCESS, tid(), nice) == 0
+    }
 }
 
 #[cfg(not(target_os = "linux"))]

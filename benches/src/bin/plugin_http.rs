@@ -1,0 +1,203 @@
+//! A plugin endpoint under load vs a native route, through the real `easel` binary on
+//! loopback: requests/s of `GET /v1/x/ep/ping` (the Rust `test-endpoint` component: a fresh
+//! store and instance per request, on a blocking thread) against `GET /v1/plugins` (a native
+//! authenticated route answering from memory) and `/healthz` (no authentication). Both
+//! authenticated routes pay the same API-key lookup.
+//!
+//! `scripts/build-plugins && cargo build -p easel-host`, then
+//! `cargo run -p easel-benches --bin plugin_http [-- --seconds 5 --concurrency 16]`.
+//! `EASEL_BIN` points at another binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn easel_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("EASEL_BIN") {
+        return Ok(p.into());
+    }
+    for profile in ["release", "debug"] {
+        let p = root().join("target").join(profile).join("easel");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("no easel binary: run `cargo build -p easel-host` or set EASEL_BIN")
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Requests/s and (p50, p99) of `conc` keep-alive clients hitting `url` for `secs`.
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    conc: usize,
+    secs: u64,
+) -> anyhow::Result<(f64, Duration, Duration)> {
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut handles = vec![];
+    for _ in 0..conc {
+        let (client, url, key, count, stop) = (
+            client.clone(),
+            url.to_owned(),
+            key.map(str::to_owned),
+            count.clone(),
+            stop.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let mut lat = vec![];
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let mut req = client.get(&url);
+                if let Some(k) = &key {
+                    req = req.bearer_auth(k);
+                }
+                match req.send().await {
+                    Ok(r) if r.status() == 200 => {
+                        if r.bytes().await.is_ok() {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            lat.push(t.elapsed());
+                        }
+                    }
+                    Ok(r) => panic!("{url}: {}", r.status()),
+                    Err(e) => panic!("{url}: {e}"),
+                }
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = vec![];
+    for h in handles {
+        lat.extend(h.await?);
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    Ok((
+        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+    ))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let secs = arg("--seconds", 5);
+    let conc = arg("--concurrency", 16) as usize;
+    let bin = easel_bin()?;
+    let component = std::fs::read(root().join("target/plugins/test-endpoint.wasm"))
+        .context("target/plugins/test-endpoint.wasm: run scripts/build-plugins")?;
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(&bin)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("EASEL_ADMIN_KEY", "bench")
+        .env("EASEL_GPU__ENABLED", "false")
+        .env("EASEL_RATE_LIMIT__PER_SECOND", "1000000")
+        .env("EASEL_RATE_LIMIT__BURST", "1000000")
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("easel listening on ") {
+                let _ = tx.send(a.trim().to_owned());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .context("server did not start")?;
+    println!(
+        "plugin endpoint vs native route: {} ({base}), {} logical CPUs, {conc} keep-alive connections, {secs} s each",
+        bin.display(),
+        std::thread::available_parallelism()?.get()
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(conc * 2)
+        .build()?;
+    let created: Value = client
+        .post(format!("{base}/v1/admin/tenants"))
+        .bearer_auth("bench")
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = created["api_key"]
+        .as_str()
+        .context("tenant key")?
+        .to_owned();
+    // Default limits and policy: the tenant runs 2 guest calls at once (one per core on the
+    // 2-core machine this was written on); further requests wait for a slot.
+    let r = client
+        .put(format!("{base}/v1/plugins/ep"))
+        .bearer_auth(&key)
+        .body(component)
+        .send()
+        .await?;
+    if r.status() != 201 {
+        bail!("upload: {} {}", r.status(), r.text().await?);
+    }
+    // Warm-up.
+    load(
+        &client,
+        &format!("{base}/v1/x/ep/ping"),
+        Some(&key),
+        conc,
+        1,
+    )
+    .await?;
+
+    let fmt = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    let mut rows = vec![];
+    for (name, path, auth) in [
+        ("GET /v1/x/ep/ping (endpoint plugin)", "/v1/x/ep/ping", true),
+        (
+            "GET /v1/plugins (native, authenticated)",
+            "/v1/plugins",
+            true,
+        ),
+        ("GET /healthz (native, no auth)", "/healthz", false),
+    ] {
+        let url = format!("{base}{path}");
+        let (rps, p50, p99) = load(&client, &url, auth.then_some(key.as_str()), conc, secs).await?;
+        println!("{name}: {rps:.0} req/s  p50 {}  p99 {}", fmt(p50), fmt(p99));
+        rows.push(rps);
+    }
+    println!(
+        "endpoint / native authenticated route = {:.2} (goal >= 0.50); endpoint / healthz = {:.2}",
+        rows[0] / rows[1],
+        rows[0] / rows[2]
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(())
+}

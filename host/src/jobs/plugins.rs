@@ -1,0 +1,355 @@
+//! The tenant-plugin pipeline around a job's task: router → preprocess → task(s) →
+//! postprocess → storage.
+//!
+//! Which plugins run is configured per tenant and per task by the plugins themselves: a
+//! processor or router whose active version's manifest lists the task in `tasks` (or `*`)
+//! hooks it. The first such router (by plugin name) plans the steps; every such processor,
+//! in name order, preprocesses the request and, in reverse order, postprocesses the output
+//! (like nested middleware). Each call is recorded on the job (plugin, version, wall time,
+//! fuel); a plugin error fails the job with the plugin's code (`plugin_timeout`,
+//! `plugin_trap`, ...).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::Jobs;
+use super::model::Job;
+use super::worker::{Failure, JobSink};
+use crate::plugins::images::Format;
+use crate::plugins::{
+    CallReport, Called, ImageInfo, PluginHost, PluginImage, PluginOutput, PluginRequest, World,
+};
+use crate::tasks::{self, Input, Output, Task, TaskContext};
+
+/// One plugin call of a job, as `GET /v1/jobs/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PluginStep {
+    /// `route`, `preprocess` or `postprocess`.
+    pub stage: String,
+    pub plugin: String,
+    pub version: u32,
+    pub wall_us: u64,
+    pub fuel_used: u64,
+    pub host_calls: u64,
+    /// `code: message` when the call failed.
+    pub error: Option<String>,
+}
+
+impl PluginStep {
+    fn new(stage: &str, r: &CallReport, error: Option<String>) -> Self {
+        Self {
+            stage: stage.to_owned(),
+            plugin: r.plugin.clone(),
+            version: r.version,
+            wall_us: r.wall_us,
+            fuel_used: r.fuel_used,
+            host_calls: r.host_calls,
+            error,
+        }
+    }
+}
+
+/// Records the call and turns its failure into the job's.
+fn record<T>(steps: &mut Vec<PluginStep>, stage: &str, c: Called<T>) -> Result<T, Failure> {
+    match c.result {
+        Ok(v) => {
+            steps.push(PluginStep::new(stage, &c.report, None));
+            Ok(v)
+        }
+        Err(e) => {
+            steps.push(PluginStep::new(stage, &c.report, Some(e.to_string())));
+            Err(Failure::Other(
+                e.code(),
+                format!("{stage} plugin `{}`: {e}", c.report.plugin),
+            ))
+        }
+    }
+}
+
+fn bad_plugin_output(message: String) -> Failure {
+    Failure::Other("plugin_bad_output", message)
+}
+
+fn format_of(content_type: &str) -> Format {
+    match content_type {
+        "image/jpeg" => Format::Jpeg,
+        "image/webp" => Format::Webp,
+        _ => Format::Png,
+    }
+}
+
+fn content_type_of(f: Format) -> &'static str {
+    match f {
+        Format::Png => "image/png",
+        Format::Jpeg => "image/jpeg",
+        Format::Webp => "image/webp",
+    }
+}
+
+fn task_params_to_plugin(p: &tasks::Params) -> crate::plugins::Params {
+    p.0.iter()
+        .map(|(k, v)| {
+            let j = serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
+            (k.clone(), j.into())
+        })
+        .collect()
+}
+
+/// A plugin's parameters for `task`, checked like a request's.
+fn plugin_params_to_task(
+    task: &dyn Task,
+    p: &crate::plugins::Params,
+) -> Result<tasks::Params, Failure> {
+    let raw = p
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .collect();
+    tasks::params::validate(task.name(), &task.params(), &raw).map_err(|e| {
+        bad_plugin_output(format!(
+            "the plugin's parameters for `{}`: {}",
+            task.name(),
+            e.message
+        ))
+    })
+}
+
+impl Jobs {
+    /// Connects the plugin host (the server does once, at start); without one, jobs run
+    /// their task alone.
+    pub fn set_plugins(&self, host: PluginHost) {
+        let _ = self.plugins.set(host);
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<PluginImage, Failure> {
+        let max = self.limits.max_pixels.saturating_mul(4);
+        PluginImage::decode(bytes, max)
+            .map_err(|e| Failure::Other("invalid_image", format!("decoding for a plugin: {e}")))
+    }
+
+    fn encode(img: &PluginImage, f: Format) -> Result<Bytes, Failure> {
+        img.encode(f)
+            .map(Bytes::from)
+            .map_err(|e| bad_plugin_output(format!("encoding a plugin's image: {e}")))
+    }
+
+    /// Runs the job's task, through the tenant's plugins when any hooks it, and records
+    /// the plugin steps on the job (failed or not).
+    pub(super) async fn run_pipeline(
+        &self,
+        job: &Job,
+        task: Arc<dyn Task>,
+        inputs: Vec<Input>,
+        sink: Arc<JobSink>,
+        canceled: Arc<AtomicBool>,
+    ) -> Result<Vec<Output>, Failure> {
+        let hooked = match self.plugins.get() {
+            Some(h) => h.hooked(&job.tenant_id, &job.task),
+            None => Vec::new(),
+        };
+        if hooked.is_empty() {
+            return self
+                .run_task(job, task, inputs, job.params.clone(), sink, canceled)
+                .await;
+        }
+        let host = self.plugins.get().expect("checked above").clone();
+        let mut steps = Vec::new();
+        let r = self
+            .pipeline(
+                &host, job, task, inputs, &hooked, sink, canceled, &mut steps,
+            )
+            .await;
+        let (id, json) = (
+            job.id.clone(),
+            serde_json::to_string(&steps).expect("steps serialize"),
+        );
+        let saved = self
+            .db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE jobs SET plugin_steps = ?2 WHERE id = ?1",
+                    rusqlite::params![id, json],
+                )
+                .map_err(crate::db::DbError::from)
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::warn!("job {}: recording plugin steps: {e}", job.id);
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pipeline(
+        &self,
+        host: &PluginHost,
+        job: &Job,
+        task: Arc<dyn Task>,
+        inputs: Vec<Input>,
+        hooked: &[(String, World)],
+        sink: Arc<JobSink>,
+        canceled: Arc<AtomicBool>,
+        steps: &mut Vec<PluginStep>,
+    ) -> Result<Vec<Output>, Failure> {
+        let tenant = job.tenant_id.as_str();
+        let router = hooked.iter().find(|(_, w)| *w == World::Router);
+        let processors: Vec<&str> = hooked
+            .iter()
+            .filter(|(_, w)| *w == World::Processor)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let mut params = job.params.clone();
+        let mut images = Vec::with_capacity(inputs.len());
+        for i in &inputs {
+            images.push(self.decode(&i.bytes)?);
+        }
+
+        // Preprocess: each processor sees (and may change) the request.
+        for p in &processors {
+            let req = PluginRequest {
+                task: job.task.clone(),
+                params: task_params_to_plugin(&params),
+                images,
+            };
+            let out = record(
+                steps,
+                "preprocess",
+                host.call_preprocess(tenant, p, req).await,
+            )?;
+            params = plugin_params_to_task(task.as_ref(), &out.params)?;
+            images = out.images;
+        }
+
+        // Route: a plan of tasks, or the job's own task.
+        let mut plan: Vec<(Arc<dyn Task>, tasks::Params)> = vec![(task.clone(), params.clone())];
+        if let Some((r, _)) = router {
+            let infos = images
+                .iter()
+                .map(|i| ImageInfo {
+                    width: i.pixels.width(),
+                    height: i.pixels.height(),
+                    has_alpha: i.pixels.pixels().any(|p| p[3] != 255),
+                })
+                .collect();
+            let called = host
+                .call_router(tenant, r, &job.task, task_params_to_plugin(&params), infos)
+                .await;
+            let got = record(steps, "route", called)?;
+            if !got.steps.is_empty() {
+                plan.clear();
+                for s in got.steps {
+                    let t = self.registry.get(&s.task).ok_or_else(|| {
+                        bad_plugin_output(format!("the plan names unknown task `{}`", s.task))
+                    })?;
+                    let p = plugin_params_to_task(t.as_ref(), &s.params)?;
+                    plan.push((t, p));
+                }
+            }
+        }
+
+        // The task(s): each step's outputs are the next step's input images.
+        let mut current: Vec<Input> = Vec::with_capacity(images.len());
+        let names: Vec<&str> = task.inputs().iter().map(|i| i.name).collect();
+        for (k, img) in images.iter().enumerate() {
+            let name = names.get(k).or(names.first()).copied().unwrap_or("image");
+            current.push(Input {
+                name: name.to_owned(),
+                bytes: Self::encode(img, Format::Png)?,
+                content_type: "image/png".into(),
+            });
+        }
+        let mut outputs = Vec::new();
+        for (t, p) in plan {
+            outputs = self
+                .run_task(job, t.clone(), current, p, sink.clone(), canceled.clone())
+                .await?;
+            let first = t.inputs().first().map_or("image", |i| i.name);
+            current = outputs
+                .iter()
+                .map(|o| Input {
+                    name: first.to_owned(),
+                    bytes: o.bytes.clone(),
+                    content_type: o.content_type.clone(),
+                })
+                .collect();
+        }
+
+        // Postprocess: processors in reverse order see the output, in the task's formats.
+        if processors.is_empty() {
+            return Ok(outputs);
+        }
+        let formats: Vec<Format> = outputs.iter().map(|o| format_of(&o.content_type)).collect();
+        let mut out = PluginOutput::default();
+        for o in &outputs {
+            out.images.push(self.decode(&o.bytes)?);
+        }
+        for p in processors.iter().rev() {
+            let called = host
+                .call_postprocess(tenant, p, &job.task, task_params_to_plugin(&params), out)
+                .await;
+            out = record(steps, "postprocess", called)?;
+        }
+        let mut final_outputs = Vec::with_capacity(out.images.len());
+        for (k, img) in out.images.iter().enumerate() {
+            let f = formats
+                .get(k)
+                .or(formats.last())
+                .copied()
+                .unwrap_or(Format::Png);
+            final_outputs.push(Output {
+                bytes: Self::encode(img, f)?,
+                content_type: content_type_of(f).into(),
+                width: Some(img.pixels.width()),
+                height: Some(img.pixels.height()),
+            });
+        }
+        Ok(final_outputs)
+    }
+
+    /// One task on a blocking thread, under the job timeout.
+    pub(super) async fn run_task(
+        &self,
+        job: &Job,
+        task: Arc<dyn Task>,
+        inputs: Vec<Input>,
+        params: tasks::Params,
+        sink: Arc<JobSink>,
+        canceled: Arc<AtomicBool>,
+    ) -> Result<Vec<Output>, Failure> {
+        let ctx = TaskContext {
+            job_id: job.id.clone(),
+            tenant_id: job.tenant_id.clone(),
+            attempt: job.attempts,
+            gpu: self.gpu.clone(),
+            models: self.models.clone(),
+            limits: self.image_limits(),
+            canceled: canceled.clone(),
+            sink,
+        };
+        let handle = tokio::task::spawn_blocking(move || task.run(&ctx, inputs, &params));
+        let timeout = Duration::from_secs(self.config.timeout_secs);
+        match tokio::time::timeout(timeout, handle).await {
+            Ok(Ok(r)) => r.map_err(Failure::Task),
+            Ok(Err(join)) => Err(Failure::Other(
+                "task_panicked",
+                format!("the task crashed: {join}"),
+            )),
+            Err(_) => {
+                // Ask the task to stop at its next check; its result is dropped.
+                canceled.store(true, Ordering::Relaxed);
+                Err(Failure::Other(
+                    "timeout",
+                    format!("the job ran longer than {} s", timeout.as_secs()),
+                ))
+            }
+        }
+    }
+}
