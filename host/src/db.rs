@@ -178,3 +178,33 @@ impl Db {
         .is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_from_before_plugin_steps_gains_the_column() {
+        // The schema as it was: no plugin_steps, one job.
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (id, tenant_id, task, status, priority, params, inputs, credits, \
+             credits_state, request_hash, created_at) \
+             VALUES ('j', 't', 'convert', 'queued', 5, '{}', '[]', 1, 'reserved', 'h', 0)",
+            [],
+        )
+        .unwrap();
+        let db = Db::from_connection(conn).unwrap();
+        let steps: String = db.call_sync(|c| {
+            c.query_row("SELECT plugin_steps FROM jobs WHERE id = 'j'", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        });
+        assert_eq!(steps, "[]");
+        // Opening again (the column exists now) changes nothing.
+        let conn = Arc::try_unwrap(db.conn).ok().unwrap().into_inner().unwrap();
+        Db::from_connection(conn).unwrap();
+    }
+}

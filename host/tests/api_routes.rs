@@ -111,6 +111,12 @@ async fn health_ready_metrics_openapi_cover_every_route() {
         ("patch", "/v1/admin/tenants/{id}"),
         ("post", "/v1/admin/tenants/{id}/credits"),
         ("post", "/v1/admin/tenants/{id}/rotate-key"),
+        ("get", "/v1/plugins"),
+        ("put", "/v1/plugins/{name}"),
+        ("get", "/v1/plugins/{name}"),
+        ("delete", "/v1/plugins/{name}"),
+        ("get", "/v1/plugins/{name}/logs"),
+        ("post", "/v1/x/{plugin}/{path}"),
     ];
     for (method, path) in routes {
         assert!(

@@ -229,6 +229,8 @@ pub fn finish(
 
 /// Jobs in `status`, oldest first, with their tenant's scheduling class.
 pub fn with_status(conn: &Connection, status: JobStatus) -> Result<Vec<(Job, i64)>, DbError> {
+    // The tenant's priority follows the job's columns.
+    let priority_col = COLUMNS.split(", ").count();
     let cols: String = COLUMNS
         .split(", ")
         .map(|c| format!("j.{c}"))
@@ -240,7 +242,7 @@ pub fn with_status(conn: &Connection, status: JobStatus) -> Result<Vec<(Job, i64
     ))?;
     let rows = st
         .query_map([status.as_str()], |r| {
-            Ok((row_to_job(r)?, r.get::<_, i64>(23)?))
+            Ok((row_to_job(r)?, r.get::<_, i64>(priority_col)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
