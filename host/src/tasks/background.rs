@@ -142,6 +142,7 @@ fn bg_error(model: &str, e: BgError) -> TaskError {
         BgError::TooLarge { .. } => TaskError::invalid("image_too_large", None, e.to_string()),
         BgError::Kernel(_) => TaskError::Failed(e.to_string()),
         BgError::Model(_)
+        | BgError::BiRefNet(_)
         | BgError::Weights(_)
         | BgError::Registry(_)
         | BgError::Manifest { .. } => TaskError::Model {
