@@ -81,6 +81,39 @@ impl Linear {
     fn forward(&self, x: &Tensor, epi: &Epilogue) -> Result<Tensor, BiRefNetError> {
         Ok(linear(x, &self.weight, self.bias.as_ref(), epi)?)
     }
+
+    /// A biased `nn.Linear` of `parts * outf` outputs loaded as `parts`
+    /// linears of `outf` (the fused qkv projection as q, k, v: each result
+    /// is then contiguous, with no slicing of a fused output).
+    fn load_split(
+        gpu: &Gpu,
+        w: &Weights,
+        p: &str,
+        (inf, outf): (usize, usize),
+        parts: usize,
+        dtype: DType,
+    ) -> Result<Vec<Linear>, BiRefNetError> {
+        let weight = w.f32_checked(&format!("{p}.weight"), &[parts * outf, inf])?;
+        let bias = w.f32_checked(&format!("{p}.bias"), &[parts * outf])?;
+        (0..parts)
+            .map(|i| {
+                Ok(Linear {
+                    weight: Tensor::from_f32(
+                        gpu,
+                        &[outf, inf],
+                        &weight[i * outf * inf..(i + 1) * outf * inf],
+                        dtype,
+                    )?,
+                    bias: Some(Tensor::from_f32(
+                        gpu,
+                        &[outf],
+                        &bias[i * outf..(i + 1) * outf],
+                        dtype,
+                    )?),
+                })
+            })
+            .collect()
+    }
 }
 
 /// The relative position bias of one block, `[1, heads, N, N]` with
@@ -152,6 +185,39 @@ fn roll_left(x: &Tensor, axis: usize, s: usize) -> Result<Tensor, BiRefNetError>
     Ok(concat(&[&a, &b], axis)?)
 }
 
+/// `roll_left(pad_end(x, axis, to), s)` in one concat: `x[s..] ++ zeros ++
+/// x[..s]` (the shifted blocks' pad-then-roll without the padded copy).
+fn pad_roll(x: &Tensor, axis: usize, to: usize, s: usize) -> Result<Tensor, BiRefNetError> {
+    let n = x.dim(axis as isize);
+    if s == 0 || s >= n {
+        return roll_left(&pad_end(x, axis, to)?, axis, s);
+    }
+    let head = slice(x, axis, s, n)?;
+    let tail = slice(x, axis, 0, s)?;
+    if to == n {
+        return Ok(concat(&[&head, &tail], axis)?);
+    }
+    let mut shape = x.shape().to_vec();
+    shape[axis] = to - n;
+    let z = Tensor::zeros(x.gpu(), &shape, x.dtype())?;
+    Ok(concat(&[&head, &z, &tail], axis)?)
+}
+
+/// The first `n` elements of `roll_left(o, len - s)` along `axis` (undoing
+/// [`pad_roll`]): `o[len-s..] ++ o[..n-s]`, without the full rolled copy.
+fn unroll_crop(o: &Tensor, axis: usize, n: usize, s: usize) -> Result<Tensor, BiRefNetError> {
+    let len = o.dim(axis as isize);
+    if s == 0 {
+        return Ok(slice(o, axis, 0, n)?);
+    }
+    let first = slice(o, axis, len - s, (len - s + n).min(len))?;
+    if n <= s {
+        return Ok(first);
+    }
+    let second = slice(o, axis, 0, n - s)?;
+    Ok(concat(&[&first, &second], axis)?)
+}
+
 /// Zero-pads `x` at the end of `axis` to `to` elements.
 pub(super) fn pad_end(x: &Tensor, axis: usize, to: usize) -> Result<Tensor, BiRefNetError> {
     let n = x.dim(axis as isize);
@@ -168,7 +234,8 @@ pub(super) fn pad_end(x: &Tensor, axis: usize, to: usize) -> Result<Tensor, BiRe
 #[derive(Debug, Clone)]
 struct Block {
     norm1: Norm,
-    qkv: Linear,
+    /// `attn.qkv` as the q, k and v projections.
+    qkv: Vec<Linear>,
     /// `[1, heads, N, N]`.
     rel_bias: Tensor,
     proj: Linear,
@@ -206,14 +273,7 @@ impl Block {
         )?;
         Ok(Block {
             norm1: Norm::load(gpu, w, &format!("{p}.norm1"), dim, dtype)?,
-            qkv: Linear::load(
-                gpu,
-                w,
-                &format!("{p}.attn.qkv"),
-                (dim, 3 * dim),
-                true,
-                dtype,
-            )?,
+            qkv: Linear::load_split(gpu, w, &format!("{p}.attn.qkv"), (dim, dim), 3, dtype)?,
             rel_bias,
             proj: Linear::load(gpu, w, &format!("{p}.attn.proj"), (dim, dim), true, dtype)?,
             norm2: Norm::load(gpu, w, &format!("{p}.norm2"), dim, dtype)?,
@@ -231,12 +291,7 @@ impl Block {
         let (hp, wp) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
         let (nh, nw, n) = (hp / ws, wp / ws, ws * ws);
         let t = self.norm1.forward(x)?;
-        let t = pad_end(&pad_end(&t, 2, wp)?, 1, hp)?;
-        let t = if self.shift > 0 {
-            roll_left(&roll_left(&t, 1, self.shift)?, 2, self.shift)?
-        } else {
-            t
-        };
+        let t = pad_roll(&pad_roll(&t, 2, wp, self.shift)?, 1, hp, self.shift)?;
         // Window rows of every image in one axis, [B*nh, ws, nw, ws, C]: a
         // chunk is a run of them (windows are independent, so a chunk may
         // span two images).
@@ -258,13 +313,7 @@ impl Block {
             outs.push(permute(&o, &[0, 2, 1, 3, 4])?);
         }
         let o = concat_all(outs, 0)?.reshape(&[b, hp, wp, c])?;
-        let o = if self.shift > 0 {
-            roll_left(&roll_left(&o, 1, hp - self.shift)?, 2, wp - self.shift)?
-        } else {
-            o
-        };
-        let o = if hp > h { slice(&o, 1, 0, h)? } else { o };
-        let o = if wp > w { slice(&o, 2, 0, w)? } else { o };
+        let o = unroll_crop(&unroll_crop(&o, 1, h, self.shift)?, 2, w, self.shift)?;
         let x = add(x, &o)?.reshape(&[b * h * w, c])?;
         // MLP over token chunks: its hidden layer is 4x the token width.
         let per = (plan.budget / (self.fc1.weight.dim(0) * x.dtype().size()) as u64).max(1);
@@ -286,10 +335,10 @@ impl Block {
     fn attend(&self, t: &Tensor, shift_mask: Option<&Tensor>) -> Result<Tensor, BiRefNetError> {
         let (bw, n, c) = (t.dim(0), t.dim(1), t.dim(2));
         let (heads, d) = (self.heads, c / self.heads);
-        let qkv = self.qkv.forward(t, &Epilogue::default())?;
-        let qkv = permute(&qkv.reshape(&[bw, n, 3, heads, d])?, &[2, 0, 3, 1, 4])?;
+        // [bw, N, C] -> [bw, heads, N, d].
         let part = |i: usize| -> Result<Tensor, BiRefNetError> {
-            Ok(slice(&qkv, 0, i, i + 1)?.reshape(&[bw, heads, n, d])?)
+            let y = self.qkv[i].forward(t, &Epilogue::default())?;
+            Ok(permute(&y.reshape(&[bw, n, heads, d])?, &[0, 2, 1, 3])?)
         };
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let mask = match shift_mask {
@@ -611,6 +660,31 @@ mod tests {
         // A binding four times as big runs fewer, larger chunks.
         let big = window_row_spans(22, nw * n, 12, (192, 6), 4, true, 4 * budget);
         assert_eq!(big.len(), 1);
+    }
+
+    #[test]
+    fn pad_roll_and_unroll_crop_match_the_plain_ops() {
+        let Some(gpu) = easel_kernels::testing::test_gpu() else {
+            return;
+        };
+        // Axis 1 of [2, n, 3]: every (n, padded, shift) case, incl. shifts
+        // at and past the unpadded length.
+        for (n, to, sh) in [
+            (5, 7, 3),
+            (5, 5, 2),
+            (3, 7, 3),
+            (2, 7, 3),
+            (6, 7, 0),
+            (7, 7, 3),
+        ] {
+            let data: Vec<f32> = (0..2 * n * 3).map(|v| v as f32).collect();
+            let x = Tensor::from_f32(&gpu, &[2, n, 3], &data, DType::F32).unwrap();
+            let want = roll_left(&pad_end(&x, 1, to).unwrap(), 1, sh).unwrap();
+            let got = pad_roll(&x, 1, to, sh).unwrap();
+            assert_eq!(got.to_f32_vec().unwrap(), want.to_f32_vec().unwrap());
+            let back = unroll_crop(&got, 1, n, sh).unwrap();
+            assert_eq!(back.to_f32_vec().unwrap(), data, "n {n} to {to} shift {sh}");
+        }
     }
 
     #[test]
