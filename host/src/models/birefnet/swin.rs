@@ -8,6 +8,15 @@
 //! linear layers work on the last axis. Feature maps are zero-padded to
 //! whole windows after `norm1`, exactly as the reference does, so padded
 //! tokens take part in attention with value zero.
+//!
+//! Every block runs its window attention over runs of window rows and its
+//! MLP over runs of tokens, sized so that no intermediate exceeds the
+//! adapter's storage binding limit (or a cap set with
+//! [`SwinBackbone::set_chunk_bytes`]): Swin-L at 1024² needs 160 MB for qkv,
+//! 201 MB for the MLP hidden layer and 241 MB for the shift mask plus
+//! relative bias at stage 1, against lavapipe's 128 MiB. The relative bias
+//! stays `[1, heads, N, N]`; the shift mask is built once per stage and chunk
+//! and added to it per chunk.
 
 use easel_kernels::ops::attention::attention;
 use easel_kernels::ops::binary::add;
