@@ -84,6 +84,38 @@ fn birefnet_tiny_f16_figures() {
     assert!(mask <= 3e-2, "f16 mask max abs error {mask}");
 }
 
+/// A 32 KiB cap on any backbone intermediate forces chunking everywhere:
+/// stage 1 (5x4 windows of 49 tokens, one head) runs one window row per
+/// chunk (a row's shift mask is 4x49x49 f32 = 38 KB), 5 chunks, and its MLP
+/// (hidden 32, 768 tokens) in 3 token chunks. Chunking only regroups
+/// independent windows and tokens, so the result must match the unchunked
+/// run to rounding, and the upstream mask like the unchunked one.
+#[test]
+fn birefnet_tiny_chunked_matches_unchunked() {
+    let Some(gpu) = test_gpu() else { return };
+    let (mut model, x) = load(&gpu, DType::F32);
+    let whole = model.forward(&x).unwrap().to_f32_vec().unwrap();
+    let whole_bb: Vec<Vec<f32>> = model
+        .backbone()
+        .forward(&x)
+        .unwrap()
+        .iter()
+        .map(|f| f.to_f32_vec().unwrap())
+        .collect();
+    model.set_chunk_bytes(Some(32 * 1024));
+    for (i, f) in model.backbone().forward(&x).unwrap().iter().enumerate() {
+        let e = max_abs(&f.to_f32_vec().unwrap(), &whole_bb[i]);
+        assert!(e <= 1e-5, "backbone stage {}: chunked vs whole {e}", i + 1);
+    }
+    let chunked = model.forward(&x).unwrap().to_f32_vec().unwrap();
+    let (_, want) = npy::read_f32(&fixture("birefnet-tiny.output.npy")).unwrap();
+    let vs_whole = max_abs(&chunked, &whole);
+    let vs_ref = max_abs(&chunked, &want);
+    eprintln!("chunked mask: vs whole {vs_whole:e}, vs PyTorch {vs_ref:e}");
+    assert!(vs_whole <= 1e-5, "chunked vs whole mask {vs_whole}");
+    assert!(vs_ref <= 1e-3, "chunked mask vs PyTorch {vs_ref}");
+}
+
 /// Writes the fixture checkpoint with `edit` applied to its tensor table.
 fn edited_checkpoint(
     dir: &std::path::Path,

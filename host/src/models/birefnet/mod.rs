@@ -92,6 +92,12 @@ impl BiRefNet {
         &self.bb
     }
 
+    /// See [`SwinBackbone::set_chunk_bytes`]: a smaller cap runs the
+    /// backbone in more, smaller chunks (tests use it to force chunking).
+    pub fn set_chunk_bytes(&mut self, bytes: Option<u64>) {
+        self.bb.set_chunk_bytes(bytes);
+    }
+
     /// The encoder (`forward_enc` + squeeze): x1..x4 with the half-size pass
     /// concatenated and the context folded into x4.
     pub fn encode(&self, x: &Tensor) -> Result<[Tensor; 4], BiRefNetError> {
