@@ -237,6 +237,7 @@ pub fn import(
             })),
             licence: opts.licence.clone(),
             normalisation: arch.as_ref().and_then(ArchInfo::normalisation),
+            preprocess: None,
         };
         let tensors = weights.index().len();
         drop(weights);

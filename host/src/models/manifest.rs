@@ -45,6 +45,12 @@ pub struct Manifest {
     /// Input normalisation, for models that need one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalisation: Option<Normalisation>,
+    /// Segmentation preprocessing override (`input_size`, `mean`, `std`,
+    /// `divisor`), validated and applied by `background::segment` when the
+    /// model loads; kept opaque here so the registry accepts the manifests
+    /// that loader documents instead of rejecting them as unknown fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<serde_json::Value>,
 }
 
 /// Input normalisation applied to pixel values in [0, 1] per channel.
@@ -99,5 +105,13 @@ mod tests {
         assert!(err.contains("m.json") && err.contains("scael"), "{err}");
         std::fs::write(&p, "{}").unwrap();
         assert_eq!(Manifest::load(&p).unwrap(), Manifest::default());
+        // The segmenter's documented override must pass the registry too.
+        std::fs::write(
+            &p,
+            r#"{"preprocess": {"input_size": 2048, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "divisor": 255}}"#,
+        )
+        .unwrap();
+        let m = Manifest::load(&p).unwrap();
+        assert_eq!(m.preprocess.unwrap()["input_size"], 2048);
     }
 }
