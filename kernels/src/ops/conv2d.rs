@@ -227,6 +227,29 @@ fn check_dtype(t: &Tensor, expected: DType) -> Result<()> {
     Ok(())
 }
 
+/// Output length along one axis of a (dilated, strided, padded) sliding
+/// window; shared by every conv-like op so they agree on shapes and errors.
+pub(crate) fn out_len(
+    op: &'static str,
+    axis: &str,
+    size: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+) -> Result<usize> {
+    let span = dilation * (k - 1) + 1;
+    if size + 2 * pad < span {
+        return shape_err(
+            op,
+            format!(
+                "{axis}: input {size} + 2*padding {pad} is smaller than the dilated kernel {span}"
+            ),
+        );
+    }
+    Ok((size + 2 * pad - span) / stride + 1)
+}
+
 /// `(ho, wo)` of a conv, or a shape error when the kernel does not fit.
 pub fn output_size(
     h: usize,
@@ -234,18 +257,7 @@ pub fn output_size(
     k: (usize, usize),
     cfg: &Conv2dConfig,
 ) -> Result<(usize, usize)> {
-    let one = |size: usize, k: usize, s: usize, p: usize, d: usize, axis: &str| {
-        let span = d * (k - 1) + 1;
-        if size + 2 * p < span {
-            return shape_err(
-                OP,
-                format!(
-                    "{axis}: input {size} + 2*padding {p} is smaller than the dilated kernel {span}"
-                ),
-            );
-        }
-        Ok((size + 2 * p - span) / s + 1)
-    };
+    let one = |size, k, s, p, d, axis| out_len(OP, axis, size, k, s, p, d);
     let (sh, sw) = cfg.stride;
     let (dh, dw) = cfg.dilation;
     Ok((

@@ -104,18 +104,7 @@ pub fn output_size(
     k: (usize, usize),
     cfg: &DeformConv2dConfig,
 ) -> Result<(usize, usize)> {
-    let one = |size: usize, k: usize, s: usize, p: usize, d: usize, axis: &str| {
-        let span = d * (k - 1) + 1;
-        if size + 2 * p < span {
-            return shape_err(
-                OP,
-                format!(
-                    "{axis}: input {size} + 2*padding {p} is smaller than the dilated kernel {span}"
-                ),
-            );
-        }
-        Ok((size + 2 * p - span) / s + 1)
-    };
+    let one = |size, k, s, p, d, axis| super::conv2d::out_len(OP, axis, size, k, s, p, d);
     Ok((
         one(
             h,
