@@ -98,3 +98,17 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
         want[i]
     );
 }
+
+/// User + system CPU seconds this process has used so far (Linux; `None`
+/// elsewhere). On a CPU adapter (lavapipe) kernels run on the process's own
+/// threads, so CPU seconds per run stay comparable when other work shares
+/// the machine, where wall time does not.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of them, in clock ticks (USER_HZ, 100 on Linux).
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}

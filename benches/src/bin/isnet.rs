@@ -72,6 +72,7 @@ fn main() -> anyhow::Result<()> {
     gpu.reset_peak_memory();
     gpu.reset_profile();
     let mut times = Vec::new();
+    let cpu0 = easel_kernels::testing::process_cpu_seconds();
     for _ in 0..a.iters {
         let t = Instant::now();
         model.forward(&x)?.to_f32_vec()?;
@@ -80,6 +81,14 @@ fn main() -> anyhow::Result<()> {
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
     let mem = gpu.memory_stats();
     println!("ours: {mean:.3} s/image (runs: {times:.3?})");
+    if let (Some(c0), Some(c1), true) = (
+        cpu0,
+        easel_kernels::testing::process_cpu_seconds(),
+        a.iters > 0,
+    ) {
+        // On a CPU adapter: the figure to compare across runs on a shared machine.
+        println!("ours: {:.3} CPU s/image", (c1 - c0) / a.iters as f64);
+    }
     println!(
         "peak GPU memory: {:.1} MiB (live tensors {:.1} MiB)",
         mem.peak_bytes as f64 / 1048576.0,

@@ -116,6 +116,8 @@ struct Params {
     twp: u32,
     t8: u32,
     coutp: u32,
+    ty0: u32,
+    _pad: [u32; 3],
 }
 
 /// Register tile of the `tiled` kernel: PX pixels x CO output channels per
@@ -1105,65 +1107,82 @@ mod tests {
             ([1, 4, 7, 5], 4, 2, Z),
             ([1, 6, 5, 23], 40, 1, R),
         ];
-        for dtype in test_dtypes(&gpu) {
-            for (i, &(xs, cout, pad, mode)) in cases.iter().enumerate() {
-                let cin = xs[1];
-                let ws = [cout, cin, 3, 3];
-                let c = Conv2dConfig {
-                    pad_mode: mode,
-                    ..Conv2dConfig::padded(pad)
-                };
-                let seed = 100 + i as u64 * 5;
-                let numel: usize = xs.iter().product();
-                let (x, xv) = upload(&gpu, &xs, &rand_vec(numel, seed, -1.0, 1.0), dtype);
-                let (w, wv) = upload(
-                    &gpu,
-                    &ws,
-                    &rand_vec(cin * cout * 9, seed + 1, -0.5, 0.5),
-                    dtype,
-                );
-                let (b, bv) = upload(&gpu, &[cout], &rand_vec(cout, seed + 2, -1.0, 1.0), dtype);
-                let tile = Tile::choose(&gpu, cout);
-                let layer = Conv2d::build(&w, Some(&b), c, tile, true).unwrap();
-                assert!(layer.wino.is_some());
-                let (mut want, shape) = reference(&xv, xs, &wv, ws, Some(&bv), &c);
-                let [_, _, ho, wo] = shape;
-                let (r, rv) = upload(
-                    &gpu,
-                    &shape,
-                    &rand_vec(want.len(), seed + 3, -1.0, 1.0),
-                    dtype,
-                );
-                let epi = Epilogue::act(Activation::LeakyRelu(0.2)).residual(&r, 0.5, 1.0);
-                reference_epilogue(&mut want, shape, &epi, &[], &rv);
-                let what = format!("winograd case {i} {xs:?} -> {cout} pad {pad} {mode:?} {dtype}");
-                let got = layer.forward(&x, &epi).unwrap();
-                assert_close(&what, &got.to_f32_vec().unwrap(), &want, tol(dtype));
-                // forward_into a wider output at a channel offset.
-                let oc = cout + 3;
-                let on = xs[0] * oc * ho * wo;
-                let (out, outv) = upload(
-                    &gpu,
-                    &[xs[0], oc, ho, wo],
-                    &rand_vec(on, seed + 4, -1.0, 1.0),
-                    dtype,
-                );
-                layer.forward_into(&x, &out, 2, &epi).unwrap();
-                let mut full = outv.clone();
-                let hw = ho * wo;
-                for b in 0..xs[0] {
-                    let dst = (b * oc + 2) * hw;
-                    full[dst..dst + cout * hw]
-                        .copy_from_slice(&want[b * cout * hw..(b + 1) * cout * hw]);
+        // Bands as the binding limit sets them, then forced bands of 2 tile
+        // rows (the last one partial where the tile-row count is odd).
+        for budget in [None, Some(2)] {
+            wino::BAND_ROWS.with(|c| c.set(budget));
+            for dtype in test_dtypes(&gpu) {
+                for (i, &(xs, cout, pad, mode)) in cases.iter().enumerate() {
+                    let cin = xs[1];
+                    let ws = [cout, cin, 3, 3];
+                    let c = Conv2dConfig {
+                        pad_mode: mode,
+                        ..Conv2dConfig::padded(pad)
+                    };
+                    let seed = 100 + i as u64 * 5;
+                    let numel: usize = xs.iter().product();
+                    let (x, xv) = upload(&gpu, &xs, &rand_vec(numel, seed, -1.0, 1.0), dtype);
+                    let (w, wv) = upload(
+                        &gpu,
+                        &ws,
+                        &rand_vec(cin * cout * 9, seed + 1, -0.5, 0.5),
+                        dtype,
+                    );
+                    let (b, bv) =
+                        upload(&gpu, &[cout], &rand_vec(cout, seed + 2, -1.0, 1.0), dtype);
+                    let tile = Tile::choose(&gpu, cout);
+                    let layer = Conv2d::build(&w, Some(&b), c, tile, true).unwrap();
+                    assert!(layer.wino.is_some());
+                    let (mut want, shape) = reference(&xv, xs, &wv, ws, Some(&bv), &c);
+                    let [_, _, ho, wo] = shape;
+                    let (r, rv) = upload(
+                        &gpu,
+                        &shape,
+                        &rand_vec(want.len(), seed + 3, -1.0, 1.0),
+                        dtype,
+                    );
+                    // Odd cases: PReLU with per-channel slopes; even: leaky ReLU.
+                    let (sl, slv) =
+                        upload(&gpu, &[cout], &rand_vec(cout, seed + 5, 0.0, 0.5), dtype);
+                    let epi = if i % 2 == 1 {
+                        Epilogue::prelu(&sl)
+                    } else {
+                        Epilogue::act(Activation::LeakyRelu(0.2))
+                    }
+                    .residual(&r, 0.5, 1.0);
+                    reference_epilogue(&mut want, shape, &epi, &slv, &rv);
+                    let what = format!(
+                        "winograd case {i} {xs:?} -> {cout} pad {pad} {mode:?} {dtype} band rows {budget:?}"
+                    );
+                    let got = layer.forward(&x, &epi).unwrap();
+                    assert_close(&what, &got.to_f32_vec().unwrap(), &want, tol(dtype));
+                    // forward_into a wider output at a channel offset.
+                    let oc = cout + 3;
+                    let on = xs[0] * oc * ho * wo;
+                    let (out, outv) = upload(
+                        &gpu,
+                        &[xs[0], oc, ho, wo],
+                        &rand_vec(on, seed + 4, -1.0, 1.0),
+                        dtype,
+                    );
+                    layer.forward_into(&x, &out, 2, &epi).unwrap();
+                    let mut full = outv.clone();
+                    let hw = ho * wo;
+                    for b in 0..xs[0] {
+                        let dst = (b * oc + 2) * hw;
+                        full[dst..dst + cout * hw]
+                            .copy_from_slice(&want[b * cout * hw..(b + 1) * cout * hw]);
+                    }
+                    assert_close(
+                        &format!("{what} into"),
+                        &out.to_f32_vec().unwrap(),
+                        &full,
+                        tol(dtype),
+                    );
                 }
-                assert_close(
-                    &format!("{what} into"),
-                    &out.to_f32_vec().unwrap(),
-                    &full,
-                    tol(dtype),
-                );
             }
         }
+        wino::BAND_ROWS.with(|c| c.set(None));
     }
 
     /// A/B timing under contention: variants interleaved, minimum times.
@@ -1226,21 +1245,29 @@ mod tests {
             })
             .collect();
         let mut best = vec![f64::MAX; layers.len()];
+        // Process CPU seconds per variant: on lavapipe the kernels run on
+        // this process's threads, so CPU time is far less sensitive to other
+        // load on the machine than wall time.
+        let mut cpu = vec![0.0; layers.len()];
         let rounds: usize = env("EASEL_CONV_ROUNDS", "5").parse().unwrap();
         for _ in 0..rounds {
             for (i, l) in layers.iter().enumerate() {
                 let t = std::time::Instant::now();
+                let c = crate::testing::process_cpu_seconds().unwrap_or(0.0);
                 l.forward(&x, &epi).unwrap();
                 gpu.sync().unwrap();
                 best[i] = best[i].min(t.elapsed().as_secs_f64());
+                cpu[i] += crate::testing::process_cpu_seconds().unwrap_or(0.0) - c;
             }
         }
         let flops = 2.0 * (cin * cout * 9 * size * size) as f64;
-        for (v, t) in variants.iter().zip(&best) {
+        for ((v, t), c) in variants.iter().zip(&best).zip(&cpu) {
             println!(
-                "{cin}->{cout} {size}^2 d{d} {dtype} {v:?}: {:.2} ms {:.1} GFLOP/s",
+                "{cin}->{cout} {size}^2 d{d} {dtype} {v:?}: {:.2} ms {:.1} GFLOP/s, \
+                 {:.1} CPU-ms per run",
                 t * 1e3,
-                flops / t / 1e9
+                flops / t / 1e9,
+                c * 1e3 / rounds as f64
             );
         }
         if let Some(r) = gpu.profile_report() {

@@ -25,6 +25,7 @@ struct Params {
     slope_n: u32, total: u32, cinp: u32, pix_blocks: u32,
     alpha: f32, beta: f32, leaky: f32, co_blocks: u32,
     th: u32, twp: u32, t8: u32, coutp: u32,
+    ty0: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -180,6 +181,9 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @group(0) @binding(2) var<storage, read> wu: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> fout: array<f32>;
 @group(0) @binding(6) var<storage, read_write> fout4: array<vec4<f32>>;
+// `wtout4`: rows of 4 pixels as one vector (output width a multiple of 4).
+@group(0) @binding(5) var<storage, read> res4: array<T4>;
+@group(0) @binding(6) var<storage, read_write> out4: array<T4>;
 
 // U for one (co, ci) of the padded [CoutP, CinP]; zero outside the weights.
 @compute @workgroup_size(256)
@@ -210,7 +214,9 @@ fn wtin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let ci = (i / (q4 * p.th)) % p.cin_g;
     let n = i / (q4 * p.th * p.cin_g);
     let xb = (n * p.x_c + ci) * p.h * p.w;
-    let iy0 = i32(ty * 4u) - i32(p.ph);
+    // Tile rows are processed in bands of p.th rows starting at p.ty0, so
+    // that V and M fit one binding.
+    let iy0 = i32((p.ty0 + ty) * 4u) - i32(p.ph);
     let ix0 = i32(g4 * 16u) - i32(p.pw);
     // Padding tiles read past the padded image: clamp the index, mask the value.
     let vb = (ci * p.t8 + (n * p.th + ty) * p.twp + g4 * 4u) / 4u;
@@ -218,7 +224,7 @@ fn wtin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 //@WTIN
 }
 
-// M[t] for 8 consecutive tiles x CO output channels per invocation; as in
+// M[t] for PX consecutive tiles x CO output channels per invocation; as in
 // `tiled`, the channel block comes from the workgroup so weights are shared.
 @compute @workgroup_size(WG)
 fn wgemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -229,16 +235,13 @@ fn wgemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let tb = (g / p.co_blocks) % p.pix_blocks;
     let tt = g / (p.co_blocks * p.pix_blocks);
     let t = min(tt, 35u);
-    let tile0 = (tb * WG + lid) * 8u;
-    let tl = min(tile0, p.t8 - 8u);
+    let tile0 = (tb * WG + lid) * PX;
+    let tl = min(tile0, p.t8 - PX);
     let vb = (t * p.cinp * p.t8 + tl) / 4u;
     let t84 = p.t8 / 4u;
     let wb = (cb * 36u + t) * p.cinp * CO4;
 //@WACC
     for (var ci = 0u; ci < p.cin_g; ci++) {
-        let v0 = fin4[vb + ci * t84];
-        let v1 = fin4[vb + ci * t84 + 1u];
-        let wi = wb + ci * CO4;
 //@WBODY
     }
     if tt >= 36u || tile0 >= p.t8 { return; }
@@ -260,8 +263,54 @@ fn wtout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let n = i / (c4n * tw * p.th);
     let mb = ((n * p.th + ty) * p.twp + tx) * c4n + c4;
     let ts = p.t8 * c4n;
-    let oy = ty * 4u;
+    let oy = (p.ty0 + ty) * 4u;
     let ox = tx * 4u;
     let co = c4 * 4u;
 //@WTOUT
+}
+
+// Four consecutive pixels q..q+3 (q a multiple of 4) of channel co, with
+// the epilogue; `b` and `s` are the channel's bias and activation slope.
+fn wstore4(a: vec4<f32>, n: u32, co: u32, q: u32, b: f32, s: f32) {
+    let hwo = p.ho * p.wo;
+    let v = a + b;
+    var r = p.alpha * vec4<f32>(activate(v.x, s), activate(v.y, s), activate(v.z, s),
+                                activate(v.w, s));
+    if HAS_RES { r += p.beta * vec4<f32>(res4[((n * p.cout + co) * hwo + q) / 4u]); }
+    out4[((n * p.out_c + p.out_off + co) * hwo + q) / 4u] = T4(r);
+}
+
+// `wtout` for outputs whose width is a multiple of 4: each output row of a
+// tile is one vector store, and bias/slope are loaded once per channel
+// (on lavapipe every load and store is a per-lane loop, so this does 16
+// stores and 4 loads where `wtout` does 64 and 64).
+@compute @workgroup_size(256)
+fn wtout4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.total { return; }
+    let c4n = p.coutp / 4u;
+    let tw = p.wo / 4u;
+    let c4 = i % c4n;
+    let tx = (i / c4n) % tw;
+    let ty = (i / (c4n * tw)) % p.th;
+    let n = i / (c4n * tw * p.th);
+    let mb = ((n * p.th + ty) * p.twp + tx) * c4n + c4;
+    let ts = p.t8 * c4n;
+    let oy = (p.ty0 + ty) * 4u;
+    let ox = tx * 4u;
+    let co = c4 * 4u;
+    var b = vec4<f32>(0.0);
+    if HAS_BIAS {
+        let last = p.cout - 1u;
+        b = vec4<f32>(f32(bias[min(co, last)]), f32(bias[min(co + 1u, last)]),
+                      f32(bias[min(co + 2u, last)]), f32(bias[min(co + 3u, last)]));
+    }
+    var s = vec4<f32>(p.leaky);
+    if ACT == 3u {
+        let last = select(p.cout - 1u, 0u, p.slope_n == 1u);
+        s = vec4<f32>(f32(slopes[min(co, last)]), f32(slopes[min(co + 1u, last)]),
+                      f32(slopes[min(co + 2u, last)]), f32(slopes[min(co + 3u, last)]));
+    }
+//@WTOUT4
 }

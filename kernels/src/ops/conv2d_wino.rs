@@ -46,16 +46,32 @@ pub(super) fn choose(gpu: &Gpu, [cout, cin, kh, kw]: [usize; 4], cfg: &Conv2dCon
     }
 }
 
-/// The GEMM tile: 8 tiles x `co` channels; with coop the 8 lanes load the
-/// 32 weights of one input channel together (one vec4 each).
-pub(super) fn tile(t: Tile) -> Tile {
+/// The GEMM tile: 8 tiles x `co` channels per invocation; with coop the 8
+/// lanes load the weights of one input channel together (one vec4 each per
+/// 32 channels) and broadcast them. Wide channel blocks (64) halve the V
+/// loads per FMA, which is what lavapipe is bound by; narrow layers keep 32
+/// so no lane works on padding.
+pub(super) fn tile(t: Tile, cout: usize) -> Tile {
+    let co = match (t.coop, cout) {
+        (false, _) => 16,
+        (true, 0..=32) => 32,
+        (true, _) => 64,
+    };
     Tile {
         px: 8,
-        co: if t.coop { 32 } else { 16 },
+        co,
         wg: 64,
         coop: t.coop,
         kx_inner: false,
     }
+}
+
+/// Workgroup size of `wgemm` for `t8` tiles: 64 invocations, fewer (a
+/// multiple of the 8-lane subgroup) when the image has too few tiles to
+/// give every invocation its own (a 32x32 map has 64 tiles: one
+/// invocation's worth per subgroup).
+fn gemm_wg(t: Tile, t8: usize) -> usize {
+    (t8.div_ceil(t.px)).next_multiple_of(8).clamp(8, t.wg)
 }
 
 /// `sum(c[i] * terms[i])` as WGSL, skipping zero coefficients.
@@ -84,7 +100,6 @@ fn lin(c: &[f64], terms: &[String]) -> String {
 /// `conv2d.wgsl` (already expanded for `tiled`) with the Winograd markers
 /// replaced.
 pub(super) fn expand(src: &str, t: Tile) -> String {
-    let t = tile(t);
     let co4 = t.co / 4;
     let names = |f: &dyn Fn(usize) -> String, n: usize| (0..n).map(f).collect::<Vec<_>>();
 
@@ -147,22 +162,32 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
     let mut acc = String::new();
     let mut body = String::new();
     let mut store = String::new();
-    for j in 0..8 {
+    for q in 0..t.px / 4 {
+        body += &format!("        let v{q} = fin4[vb + ci * t84 + {q}u];\n");
+    }
+    body += "        let wi = wb + ci * CO4;\n";
+    for j in 0..t.px {
         for c in 0..co4 {
             acc += &format!("    var a{j}_{c} = vec4<f32>(0.0);\n");
             store += &format!("    fout4[mb + {j}u * (p.coutp / 4u) + {c}u] = a{j}_{c};\n");
         }
     }
     if t.coop {
-        body += "        let wl = wu[wi + lane];\n";
+        for l in 0..co4.div_ceil(8) {
+            body += &format!("        let wl{l} = wu[wi + {}u + lane];\n", l * 8);
+        }
     }
     for c in 0..co4 {
         if t.coop {
-            body += &format!("        let w{c} = subgroupBroadcast(wl, {c}u);\n");
+            body += &format!(
+                "        let w{c} = subgroupBroadcast(wl{}, {}u);\n",
+                c / 8,
+                c % 8
+            );
         } else {
             body += &format!("        let w{c} = wu[wi + {c}u];\n");
         }
-        for j in 0..8 {
+        for j in 0..t.px {
             let comp = ["x", "y", "z", "w"][j % 4];
             body += &format!(
                 "        a{j}_{c} = fma(vec4<f32>(v{}.{comp}), w{c}, a{j}_{c});\n",
@@ -190,12 +215,39 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
             );
         }
     }
+    // wtout4: the same transform, then one vector per (row, channel).
+    let mut tout4 = String::new();
+    for t in 0..36 {
+        tout4 += &format!("    let m{t} = fin4[mb + {t}u * ts];\n");
+    }
+    for (i, ai) in AT.iter().enumerate() {
+        for c in 0..6 {
+            let e = lin(ai, &names(&|r| format!("m{}", r * 6 + c), 6));
+            tout4 += &format!("    let s{i}_{c} = {e};\n");
+        }
+    }
+    for i in 0..4 {
+        for (j, aj) in AT.iter().enumerate() {
+            let e = lin(aj, &names(&|c| format!("s{i}_{c}"), 6));
+            tout4 += &format!("    let o{i}_{j} = {e};\n");
+        }
+        tout4 += &format!("    if oy + {i}u < p.ho {{\n");
+        for (e, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+            tout4 += &format!(
+                "        if co + {e}u < p.cout {{\n            wstore4(vec4<f32>(o{i}_0.{comp}, \
+                 o{i}_1.{comp}, o{i}_2.{comp}, o{i}_3.{comp}), n, co + {e}u, (oy + {i}u) * p.wo + ox, \
+                 b.{comp}, s.{comp});\n        }}\n"
+            );
+        }
+        tout4 += "    }\n";
+    }
     src.replace("//@WTRANS\n", &wt)
         .replace("//@WTIN\n", &tin)
         .replace("//@WACC\n", &acc)
         .replace("//@WBODY\n", &body)
         .replace("//@WSTORE\n", &store)
         .replace("//@WTOUT\n", &tout)
+        .replace("//@WTOUT4\n", &tout4)
 }
 
 fn wino_kernel(
@@ -204,21 +256,38 @@ fn wino_kernel(
     reflect: bool,
     t: Tile,
 ) -> crate::Kernel<'static> {
-    let mut k = kernel(entry, dtype, reflect, false, tile(t), [3, 3, 1, 1]);
+    let mut k = kernel(entry, dtype, reflect, false, t, [3, 3, 1, 1]);
     // Own rows in the EASEL_PROFILE table: the passes cost very differently.
     k.op = match entry {
         "wtin" => "conv2d.wino_in",
         "wgemm" => "conv2d.wino_gemm",
-        "wtout" => "conv2d.wino_out",
+        "wtout" | "wtout4" => "conv2d.wino_out",
         _ => "conv2d.wino_weights",
     };
     k
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests force bands of this many tile rows.
+    pub(super) static BAND_ROWS: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
+}
+
+#[cfg(test)]
+fn band_override(band: usize) -> usize {
+    BAND_ROWS.with(|c| c.get()).map_or(band, |b| b.min(band))
+}
+
+#[cfg(not(test))]
+fn band_override(band: usize) -> usize {
+    band
+}
+
 /// U = G g G^T for every (co, ci), as f32 [Cout/CO][36][Cin][CO].
 pub(super) fn weights(weight: &Tensor, [cout, cin]: [usize; 2], t: Tile) -> Result<Tensor> {
     let gpu = weight.gpu();
-    let wt = tile(t);
+    let wt = tile(t, cout);
     let coutp = cout.next_multiple_of(wt.co);
     let u = Tensor::empty_for(gpu, OP, &[coutp / wt.co, 36, cin, wt.co], DType::F32)?;
     let total = coutp * cin;
@@ -229,8 +298,8 @@ pub(super) fn weights(weight: &Tensor, [cout, cin]: [usize; 2], t: Tile) -> Resu
         cinp: cin as u32,
         ..Params::default()
     };
-    let k =
-        wino_kernel("wtrans", weight.dtype(), false, t).defines(Epilogue::default().defines(false));
+    let k = wino_kernel("wtrans", weight.dtype(), false, wt)
+        .defines(Epilogue::default().defines(false));
     let dummy = gpu.dummy();
     gpu.dispatch(
         &k,
@@ -242,8 +311,9 @@ pub(super) fn weights(weight: &Tensor, [cout, cin]: [usize; 2], t: Tile) -> Resu
     Ok(u)
 }
 
-/// Runs the three Winograd passes; `Ok(false)` when the intermediates would
-/// not fit one binding (the caller then uses the direct kernel).
+/// Runs the three Winograd passes, in bands of tile rows when the
+/// intermediates of the whole image would not fit one binding; `Ok(false)`
+/// when not even one tile row fits (the caller then uses the direct kernel).
 pub(super) fn run(
     conv: &Conv2d,
     u: &Tensor,
@@ -256,100 +326,115 @@ pub(super) fn run(
     let [n, x_c, h, w] = dims(x, "input")?;
     let [_, out_c, ho, wo] = dims(out, "output")?;
     let (cin, cout) = (conv.cin, conv.cout);
-    let t = tile(conv.tile);
-    let (th, tw) = (ho.div_ceil(4), wo.div_ceil(4));
+    let t = tile(conv.tile, conv.cout);
+    let (th_all, tw) = (ho.div_ceil(4), wo.div_ceil(4));
     let twp = tw.next_multiple_of(4);
-    let t8 = (n * th * twp).next_multiple_of(8);
     let coutp = cout.next_multiple_of(t.co);
-    let vbytes = (36 * cin * t8 * 4) as u64;
-    let mbytes = (36 * t8 * coutp * 4) as u64;
-    if vbytes.max(mbytes) > gpu.max_binding_bytes() || (36 * t8 * coutp) > u32::MAX as usize {
+    // Tile rows per band: V [36][Cin][T8] and M [36][T8][CoutP] of one band
+    // must each fit one binding (large images run in several bands).
+    let tile_bytes = (36 * 4 * cin.max(coutp)) as u64;
+    let max_tiles = (gpu.max_binding_bytes() / tile_bytes).min(u32::MAX as u64 / 36 / coutp as u64);
+    let band = band_override(((max_tiles as usize).saturating_sub(8) / (n * twp)).min(th_all));
+    if band == 0 {
         return Ok(false);
     }
+    let t8_of = |rows: usize| (n * rows * twp).next_multiple_of(t.px.max(8));
+    let t8 = t8_of(band);
     let v = Tensor::empty_for(gpu, OP, &[36, cin, t8], DType::F32)?;
     let m = Tensor::empty_for(gpu, OP, &[36, t8, coutp], DType::F32)?;
     let reflect = conv.cfg.pad_mode == PadMode::Reflect;
     let co_blocks = coutp / t.co;
-    let pix_blocks = t8.div_ceil(8 * t.wg);
-    let base = Params {
-        n: n as u32,
-        cin_g: cin as u32,
-        h: h as u32,
-        w: w as u32,
-        cout: cout as u32,
-        ho: ho as u32,
-        wo: wo as u32,
-        ph: conv.cfg.padding.0 as u32,
-        pw: conv.cfg.padding.1 as u32,
-        x_c: x_c as u32,
-        out_c: out_c as u32,
-        out_off: out_offset as u32,
-        slope_n: epi.slopes.map_or(1, |s| s.numel()) as u32,
-        cinp: cin as u32,
-        pix_blocks: pix_blocks as u32,
-        alpha: epi.alpha,
-        beta: epi.beta,
-        leaky: epi.act.param(),
-        co_blocks: co_blocks as u32,
-        th: th as u32,
-        twp: twp as u32,
-        t8: t8 as u32,
-        coutp: coutp as u32,
-        ..Params::default()
-    };
     let dummy = gpu.dummy();
     let dt = x.dtype();
     let plain = Epilogue::default().defines(false);
+    // Whole-row vector stores need 4 | Wo (then every tile row is aligned).
+    let out_entry = if wo % 4 == 0 { "wtout4" } else { "wtout" };
+    for ty0 in (0..th_all).step_by(band) {
+        let th = band.min(th_all - ty0);
+        let t8 = t8_of(th);
+        let gt = Tile {
+            wg: gemm_wg(t, t8),
+            ..t
+        };
+        let pix_blocks = t8.div_ceil(gt.px * gt.wg);
+        let base = Params {
+            n: n as u32,
+            cin_g: cin as u32,
+            h: h as u32,
+            w: w as u32,
+            cout: cout as u32,
+            ho: ho as u32,
+            wo: wo as u32,
+            ph: conv.cfg.padding.0 as u32,
+            pw: conv.cfg.padding.1 as u32,
+            x_c: x_c as u32,
+            out_c: out_c as u32,
+            out_off: out_offset as u32,
+            slope_n: epi.slopes.map_or(1, |s| s.numel()) as u32,
+            cinp: cin as u32,
+            pix_blocks: pix_blocks as u32,
+            alpha: epi.alpha,
+            beta: epi.beta,
+            leaky: epi.act.param(),
+            co_blocks: co_blocks as u32,
+            th: th as u32,
+            twp: twp as u32,
+            t8: t8 as u32,
+            coutp: coutp as u32,
+            ty0: ty0 as u32,
+            ..Params::default()
+        };
 
-    let total = n * cin * th * (twp / 4);
-    let k = wino_kernel("wtin", dt, reflect, conv.tile).defines(plain.clone());
-    gpu.dispatch(
-        &k,
-        bytemuck::bytes_of(&Params {
-            total: total as u32,
-            ..base
-        }),
-        &[x.bind(), dummy, dummy, dummy, dummy, v.bind()],
-        gpu.grid(total.div_ceil(256) as u64)?,
-        Cost::new(
-            (total * 4 * 36 * 12) as f64,
-            (x.size_bytes() + v.size_bytes()) as f64,
-        ),
-    )?;
+        let total = n * cin * th * (twp / 4);
+        let k = wino_kernel("wtin", dt, reflect, t).defines(plain.clone());
+        gpu.dispatch(
+            &k,
+            bytemuck::bytes_of(&Params {
+                total: total as u32,
+                ..base
+            }),
+            &[x.bind(), dummy, dummy, dummy, dummy, v.bind()],
+            gpu.grid(total.div_ceil(256) as u64)?,
+            Cost::new(
+                (total * 4 * 36 * 12) as f64,
+                (x.size_bytes() * th / th_all + 36 * cin * t8 * 4) as f64,
+            ),
+        )?;
 
-    let k = wino_kernel("wgemm", dt, false, conv.tile).defines(plain);
-    gpu.dispatch(
-        &k,
-        bytemuck::bytes_of(&base),
-        &[v.bind(), u.bind(), dummy, dummy, dummy, m.bind()],
-        gpu.grid((co_blocks * pix_blocks * 36) as u64)?,
-        Cost::new(
-            2.0 * (36 * t8 * coutp * cin) as f64,
-            (v.size_bytes() + u.size_bytes() + m.size_bytes()) as f64,
-        ),
-    )?;
+        let k = wino_kernel("wgemm", dt, false, gt).defines(plain.clone());
+        gpu.dispatch(
+            &k,
+            bytemuck::bytes_of(&base),
+            &[v.bind(), u.bind(), dummy, dummy, dummy, m.bind()],
+            gpu.grid((co_blocks * pix_blocks * 36) as u64)?,
+            Cost::new(
+                2.0 * (36 * t8 * coutp * cin) as f64,
+                (36 * (cin + coutp) * t8 * 4 + u.size_bytes()) as f64,
+            ),
+        )?;
 
-    let total = n * (coutp / 4) * th * tw;
-    let k = wino_kernel("wtout", dt, false, conv.tile).defines(epi.defines(conv.bias.is_some()));
-    gpu.dispatch(
-        &k,
-        bytemuck::bytes_of(&Params {
-            total: total as u32,
-            ..base
-        }),
-        &[
-            m.bind(),
-            dummy,
-            conv.bias.as_ref().map_or(dummy, |b| b.bind()),
-            epi.slopes.map_or(dummy, |s| s.bind()),
-            epi.residual.map_or(dummy, |r| r.bind()),
-            out.bind(),
-        ],
-        gpu.grid(total.div_ceil(256) as u64)?,
-        Cost::new(
-            (total * 4 * 16 * 10) as f64,
-            (m.size_bytes() + n * cout * ho * wo * dt.size()) as f64,
-        ),
-    )?;
+        let total = n * (coutp / 4) * th * tw;
+        let k = wino_kernel(out_entry, dt, false, t).defines(epi.defines(conv.bias.is_some()));
+        gpu.dispatch(
+            &k,
+            bytemuck::bytes_of(&Params {
+                total: total as u32,
+                ..base
+            }),
+            &[
+                m.bind(),
+                dummy,
+                conv.bias.as_ref().map_or(dummy, |b| b.bind()),
+                epi.slopes.map_or(dummy, |s| s.bind()),
+                epi.residual.map_or(dummy, |r| r.bind()),
+                out.bind(),
+            ],
+            gpu.grid(total.div_ceil(256) as u64)?,
+            Cost::new(
+                (total * 4 * 16 * 10) as f64,
+                (36 * t8 * coutp * 4 + n * cout * (th * 4).min(ho) * wo * dt.size()) as f64,
+            ),
+        )?;
+    }
     Ok(true)
 }

@@ -810,18 +810,6 @@ mod tests {
         }
     }
 
-    /// User + system CPU seconds of this process (Linux; 0 elsewhere).
-    fn cpu_seconds() -> f64 {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<f64> = after
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0.0))
-            .collect();
-        // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
-        (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
-    }
-
     /// GFLOP/s on the current adapter: `cargo test -p easel-kernels --release
     /// matmul_gflops -- --ignored --nocapture`.
     #[test]
@@ -850,14 +838,15 @@ mod tests {
                     matmul_with(&a, &b, o, None, &e, Some(kernel)).unwrap();
                     gpu.sync().unwrap();
                     let reps = if s >= 2048 { 2 } else { 4 };
-                    let c0 = cpu_seconds();
+                    let c0 = crate::testing::process_cpu_seconds().unwrap_or(0.0);
                     let t = std::time::Instant::now();
                     for _ in 0..reps {
                         matmul_with(&a, &b, o, None, &e, Some(kernel)).unwrap();
                     }
                     gpu.sync().unwrap();
                     let dt = t.elapsed().as_secs_f64() / reps as f64;
-                    let cpu = (cpu_seconds() - c0) / reps as f64;
+                    let cpu =
+                        (crate::testing::process_cpu_seconds().unwrap_or(0.0) - c0) / reps as f64;
                     let gf = matmul_flops(s, s, s, 1) / 1e9;
                     // On a shared CPU the wall time depends on other load;
                     // process CPU time (lavapipe runs in-process) does not.
