@@ -1106,6 +1106,7 @@ mod tests {
             ([1, 17, 1, 1], 20, 1, Z),
             ([1, 4, 7, 5], 4, 2, Z),
             ([1, 6, 5, 23], 40, 1, R),
+            ([1, 16, 10, 20], 24, 1, Z),
         ];
         // Bands as the binding limit sets them, then forced bands of 2 tile
         // rows (the last one partial where the tile-row count is odd).

@@ -224,6 +224,30 @@ fn wtin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 //@WTIN
 }
 
+// `wtin` for zero padding 1 along x and an input width that is a multiple
+// of 4: the row segment is 6 aligned vectors, each wholly inside or outside
+// the image (lavapipe: 36 loads per invocation instead of 108).
+@group(0) @binding(1) var<storage, read> x4: array<T4>;
+@compute @workgroup_size(256)
+fn wtin4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.total { return; }
+    let q4 = p.twp / 4u;
+    let g4 = i % q4;
+    let ty = (i / q4) % p.th;
+    let ci = (i / (q4 * p.th)) % p.cin_g;
+    let n = i / (q4 * p.th * p.cin_g);
+    let xb = (n * p.x_c + ci) * p.h * p.w;
+    let iy0 = i32((p.ty0 + ty) * 4u) - i32(p.ph);
+    // Vector index of pixel g4 * 16 - 4: the segment starts 3 pixels in.
+    let a4 = i32(g4 * 4u) - 1;
+    let w4 = p.w / 4u;
+    let vb = (ci * p.t8 + (n * p.th + ty) * p.twp + g4 * 4u) / 4u;
+    let ts = p.cinp * p.t8 / 4u;
+//@WTIN4
+}
+
 // M[t] for PX consecutive tiles x CO output channels per invocation; as in
 // `tiled`, the channel block comes from the workgroup so weights are shared.
 @compute @workgroup_size(WG)

@@ -122,10 +122,20 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
         }
     }
 
+    // wtin loads each 18-pixel row segment as scalars; wtin4 (zero padding
+    // 1, width a multiple of 4) as 6 aligned vectors covering it: segment
+    // pixel k is component (k + 3) % 4 of vector (k + 3) / 4.
     let mut tin = String::new();
     for k in 0..18 {
         tin += &format!(
             "    let cx{k} = coord(ix0 + {k}, p.w);\n    let xi{k} = min(cx{k}.i, p.w - 1u);\n"
+        );
+    }
+    let mut tin4 = String::new();
+    for b in 0..6 {
+        tin4 += &format!(
+            "    let okc{b} = a4 + {b} >= 0 && a4 + {b} < i32(w4);\n    \
+             let xc{b} = u32(clamp(a4 + {b}, 0, i32(w4) - 1));\n"
         );
     }
     for r in 0..6 {
@@ -137,8 +147,23 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
                 "    let p{r}_{k} = select(0.0, f32(x[yo{r} + xi{k}]), cy{r}.ok && cx{k}.ok);\n"
             );
         }
+        tin4 += &format!(
+            "    let cy{r} = coord(iy0 + {r}, p.h);\n    let yo{r} = (xb + min(cy{r}.i, p.h - 1u) * p.w) / 4u;\n"
+        );
+        for b in 0..6 {
+            tin4 += &format!(
+                "    let q{r}_{b} = select(vec4<f32>(0.0), vec4<f32>(x4[yo{r} + xc{b}]), cy{r}.ok && okc{b});\n"
+            );
+        }
+        for k in 0..18 {
+            let comp = ["x", "y", "z", "w"][(k + 3) % 4];
+            tin4 += &format!("    let p{r}_{k} = q{r}_{}.{comp};\n", (k + 3) / 4);
+        }
+    }
+    let mut ttrans = String::new();
+    for r in 0..6 {
         for c in 0..6 {
-            tin += &format!(
+            ttrans += &format!(
                 "    let d{r}_{c} = vec4<f32>(p{r}_{c}, p{r}_{}, p{r}_{}, p{r}_{});\n",
                 c + 4,
                 c + 8,
@@ -149,15 +174,17 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
     for (i, bi) in BT.iter().enumerate() {
         for c in 0..6 {
             let e = lin(bi, &names(&|r| format!("d{r}_{c}"), 6));
-            tin += &format!("    let e{i}_{c} = {e};\n");
+            ttrans += &format!("    let e{i}_{c} = {e};\n");
         }
     }
     for i in 0..6 {
         for (j, bj) in BT.iter().enumerate() {
             let e = lin(bj, &names(&|c| format!("e{i}_{c}"), 6));
-            tin += &format!("    fout4[vb + {}u * ts] = {e};\n", i * 6 + j);
+            ttrans += &format!("    fout4[vb + {}u * ts] = {e};\n", i * 6 + j);
         }
     }
+    tin += &ttrans;
+    tin4 += &ttrans;
 
     let mut acc = String::new();
     let mut body = String::new();
@@ -243,6 +270,7 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
     }
     src.replace("//@WTRANS\n", &wt)
         .replace("//@WTIN\n", &tin)
+        .replace("//@WTIN4\n", &tin4)
         .replace("//@WACC\n", &acc)
         .replace("//@WBODY\n", &body)
         .replace("//@WSTORE\n", &store)
@@ -259,7 +287,7 @@ fn wino_kernel(
     let mut k = kernel(entry, dtype, reflect, false, t, [3, 3, 1, 1]);
     // Own rows in the EASEL_PROFILE table: the passes cost very differently.
     k.op = match entry {
-        "wtin" => "conv2d.wino_in",
+        "wtin" | "wtin4" => "conv2d.wino_in",
         "wgemm" => "conv2d.wino_gemm",
         "wtout" | "wtout4" => "conv2d.wino_out",
         _ => "conv2d.wino_weights",
@@ -347,7 +375,13 @@ pub(super) fn run(
     let dummy = gpu.dummy();
     let dt = x.dtype();
     let plain = Epilogue::default().defines(false);
-    // Whole-row vector stores need 4 | Wo (then every tile row is aligned).
+    // Vector row loads need zero padding 1 and 4 | W; whole-row vector
+    // stores need 4 | Wo (then every tile row is aligned).
+    let in_entry = if w % 4 == 0 && conv.cfg.padding.1 == 1 && !reflect {
+        "wtin4"
+    } else {
+        "wtin"
+    };
     let out_entry = if wo % 4 == 0 { "wtout4" } else { "wtout" };
     for ty0 in (0..th_all).step_by(band) {
         let th = band.min(th_all - ty0);
@@ -386,7 +420,7 @@ pub(super) fn run(
         };
 
         let total = n * cin * th * (twp / 4);
-        let k = wino_kernel("wtin", dt, reflect, t).defines(plain.clone());
+        let k = wino_kernel(in_entry, dt, reflect, t).defines(plain.clone());
         gpu.dispatch(
             &k,
             bytemuck::bytes_of(&Params {
