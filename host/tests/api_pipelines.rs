@@ -348,11 +348,10 @@ async fn a_router_plan_costs_its_tasks_credits() {
         let (status, p) = put_pipeline(&s, &t.key, "convert", json!({"router": "pp"})).await;
         assert_eq!(status, 200, "{p}");
     }
-    // A 64x48 input: cut-out 2 + white background 3 + upscale 20 + convert 1 (default
-    // prices) = 26 credits, where convert alone reserves 1 at submit.
+    // A 64x48 input: cut-out onto white 3 + upscale 20 + convert 1 (default prices) = 24
+    // credits, where convert alone reserves 1 at submit.
     let input = gradient_png(64, 48);
     let want_plan = json!([
-        {"task": "remove-background", "credits": 2},
         {"task": "replace-background", "credits": 3},
         {"task": "upscale", "credits": 20},
         {"task": "convert", "credits": 1},
@@ -363,7 +362,7 @@ async fn a_router_plan_costs_its_tasks_credits() {
     assert_eq!(job["error"]["code"], "insufficient_credits", "{job}");
     let msg = job["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("costs 26 credits") && msg.contains("balance of 9"),
+        msg.contains("costs 24 credits") && msg.contains("balance of 9"),
         "{msg}"
     );
     assert_eq!(job["plugins"][0]["stage"], "route");
@@ -375,7 +374,7 @@ async fn a_router_plan_costs_its_tasks_credits() {
     );
     assert_eq!(balance(&s, &poor.key).await, 10, "nothing kept");
 
-    // Paid for: the job's reservation becomes the plan's 26; the first model step fails
+    // Paid for: the job's reservation becomes the plan's 24; the first model step fails
     // (no GPU) and all of it is refunded.
     let job = convert_png(&s, &rich.key, &input).await;
     assert_eq!(job["status"], "failed", "{job}");
@@ -383,7 +382,7 @@ async fn a_router_plan_costs_its_tasks_credits() {
     assert_eq!(job["plugins"][0]["plan"], want_plan, "{job}");
     assert_eq!(
         (job["credits"].as_i64(), job["credits_state"].as_str()),
-        (Some(26), Some("refunded")),
+        (Some(24), Some("refunded")),
         "{job}"
     );
     assert_eq!(balance(&s, &rich.key).await, 100);
@@ -472,21 +471,13 @@ async fn product_photo_puts_the_subject_on_a_white_2000_square() {
         .iter()
         .map(|p| p["task"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        planned,
-        [
-            "remove-background",
-            "replace-background",
-            "upscale",
-            "convert"
-        ]
-    );
-    // Charged for the plan: 2 + 3 + 20 + 1.
+    assert_eq!(planned, ["replace-background", "upscale", "convert"]);
+    // Charged for the plan (3 + 20 + 1), not for the remove-background submitted (2).
     assert_eq!(
         (job["credits"].as_i64(), job["credits_state"].as_str()),
-        (Some(26), Some("charged"))
+        (Some(24), Some("charged"))
     );
-    assert_eq!(balance(&s, &t.key).await, 74);
+    assert_eq!(balance(&s, &t.key).await, 76);
 
     let out = output_pixels(&s, &job).await;
     assert_eq!(out.dimensions(), (2000, 2000));

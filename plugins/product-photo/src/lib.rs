@@ -1,11 +1,15 @@
 //! `product-photo`: a router for e-commerce shots. For each request it plans
-//! cut out the product → put it on a white background → upscale if the image is too small
-//! → fit it onto a square canvas (2000x2000 by default).
+//! cut the product out onto a white background (`replace-background`, one segmentation) →
+//! upscale if the image is too small → fit it onto a square canvas (`convert` with
+//! fit=pad, 2000x2000 by default).
+//!
+//! Not `remove-background` then `replace-background`: the second would segment the
+//! already-cut-out image again, and its transparent surroundings make a poor mask.
 //!
 //! Request parameters: `size` (canvas side, default 2000, 64-8192), `background`
 //! (`#rrggbb`, default `#ffffff`); the same keys in the plugin's config (manifest) apply
 //! when the request has none. Config only: `resolution` (the segmentation model's input
-//! side, passed to the cut-out steps; smaller is faster and coarser) and `upscale_model`.
+//! side, passed to the cut-out step; smaller is faster and coarser) and `upscale_model`.
 
 use easel_sdk::prelude::*;
 
@@ -64,13 +68,11 @@ impl Router for ProductPhoto {
             })?),
             None => None,
         };
-        let mut cutout = Step::new("remove-background");
         let mut on_colour = Step::new("replace-background").with("color", background.as_str());
         if let Some(r) = resolution {
-            cutout = cutout.with("resolution", r);
             on_colour = on_colour.with("resolution", r);
         }
-        let mut steps = vec![cutout, on_colour];
+        let mut steps = vec![on_colour];
         // Upscale only when the product would otherwise be stretched: by 2 when that is
         // enough, else by 4 (the upscaler's native factors).
         if longest < size {
