@@ -111,6 +111,19 @@ CREATE TABLE IF NOT EXISTS plugins (
     PRIMARY KEY (tenant_id, name, version)
 );
 CREATE INDEX IF NOT EXISTS plugins_hash ON plugins(hash);
+CREATE TABLE IF NOT EXISTS plugin_pins (
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+CREATE TABLE IF NOT EXISTS pipelines (
+    tenant_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    config TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, task)
+);
 "#;
 
 impl Db {

@@ -4,98 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Once;
 use std::time::Duration;
 
+use common::plugins::*;
 use common::*;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_path_buf()
-}
-
-static BUILD: Once = Once::new();
-
-/// The bytes of guest component `name`, building the guests the first time one is missing.
-pub fn component(name: &str) -> Vec<u8> {
-    let root = workspace_root();
-    let path = root.join("target/plugins").join(format!("{name}.wasm"));
-    if !path.exists() {
-        BUILD.call_once(|| {
-            let status = std::process::Command::new(root.join("scripts/build-plugins"))
-                .status()
-                .expect("running scripts/build-plugins");
-            assert!(status.success(), "scripts/build-plugins failed");
-        });
-    }
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "guest component {} is missing ({e}); run scripts/build-plugins",
-            path.display()
-        )
-    })
-}
-
-/// A server whose compile cache is shared across test runs: the JavaScript component takes
-/// tens of seconds to compile, and compiling itself is proven by the plugin-host tests.
-fn server() -> Server {
-    let cache = workspace_root().join("target/plugin-test-cache");
-    Server::start(&[("EASEL_PLUGINS__CACHE_DIR", cache.to_str().unwrap())])
-}
-
-async fn put_raw(s: &Server, key: &str, name: &str, bytes: Vec<u8>) -> reqwest::Response {
-    client()
-        .put(s.u(&format!("/v1/plugins/{name}")))
-        .bearer_auth(key)
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn put_with_manifest(
-    s: &Server,
-    key: &str,
-    name: &str,
-    bytes: Vec<u8>,
-    manifest: Value,
-) -> reqwest::Response {
-    let form = Form::new()
-        .part("component", Part::bytes(bytes).file_name("c.wasm"))
-        .text("manifest", manifest.to_string());
-    client()
-        .put(s.u(&format!("/v1/plugins/{name}")))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn json_of(r: reqwest::Response) -> (u16, Value) {
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    (status, v)
-}
-
-async fn get(s: &Server, key: &str, path: &str) -> (u16, Value) {
-    json_of(
-        client()
-            .get(s.u(path))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
 
 fn png(w: u32, h: u32) -> (image::RgbaImage, Vec<u8>) {
     let img = image::RgbaImage::from_fn(w, h, |x, y| image::Rgba([x as u8, y as u8, 99, 255]));
@@ -399,32 +312,6 @@ async fn endpoint_plugins_answer_over_http_and_failures_name_the_limit() {
     assert_eq!(r.status(), 401);
 }
 
-async fn convert_png(s: &Server, key: &str, input: &[u8]) -> Value {
-    let form = Form::new()
-        .part("image", Part::bytes(input.to_vec()).file_name("in.png"))
-        .text("format", "png");
-    let r = client()
-        .post(s.u("/v1/image/convert"))
-        .bearer_auth(key)
-        .header("prefer", "wait=30")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (status, job) = json_of(r).await;
-    assert_eq!(status, 201, "{job}");
-    job
-}
-
-async fn output_pixels(s: &Server, job: &Value) -> image::RgbaImage {
-    let url = job["outputs"][0]["url"].as_str().unwrap();
-    let r = client().get(s.u(url)).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    image::load_from_memory(&r.bytes().await.unwrap())
-        .unwrap()
-        .to_rgba8()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermark_postprocesses_a_convert_job_and_plugin_failures_fail_the_job() {
     let s = server();
@@ -507,5 +394,176 @@ async fn watermark_postprocesses_a_convert_job_and_plugin_failures_fail_the_job(
             .unwrap()
             .starts_with("plugin_fuel_exhausted"),
         "{step}"
+    );
+}
+
+/// The version an endpoint call ran, from the response header.
+async fn endpoint_version(s: &Server, key: &str, plugin: &str) -> String {
+    let r = client()
+        .get(s.u(&format!("/v1/x/{plugin}/v")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.headers()["x-easel-plugin-version"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_version_stays_active_across_uploads_and_restarts() {
+    use reqwest::Method;
+    let mut s = server();
+    let a = s.tenant("a", 100).await;
+    let b = s.tenant("b", 100).await;
+    for want in [1, 2] {
+        let (status, v) =
+            json_of(put_raw(&s, &a.key, "ep", component("test-endpoint")).await).await;
+        assert_eq!((status, v["version"].as_u64()), (201, Some(want)), "{v}");
+    }
+    let (_, d) = get(&s, &a.key, "/v1/plugins/ep").await;
+    assert_eq!(
+        (d["active_version"].as_u64(), &d["pinned_version"]),
+        (Some(2), &Value::Null)
+    );
+
+    // Pin 1: active for the endpoint, and still after a third upload.
+    let (status, d) = call_json(
+        &s,
+        &a.key,
+        Method::PUT,
+        "/v1/plugins/ep/pin",
+        Some(json!({"version": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(
+        (d["active_version"].as_u64(), d["pinned_version"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(endpoint_version(&s, &a.key, "ep").await, "1");
+    let (status, v3) = json_of(put_raw(&s, &a.key, "ep", component("test-endpoint")).await).await;
+    assert_eq!((status, v3["version"].as_u64()), (201, Some(3)));
+    let (_, d) = get(&s, &a.key, "/v1/plugins/ep").await;
+    assert_eq!(
+        (d["active_version"].as_u64(), d["pinned_version"].as_u64()),
+        (Some(1), Some(1)),
+        "{d}"
+    );
+    assert_eq!(d["versions"].as_array().unwrap().len(), 3);
+    assert_eq!(endpoint_version(&s, &a.key, "ep").await, "1");
+
+    // Bad pins name the field; another tenant cannot pin A's plugin.
+    let cases = [
+        (
+            json!({"version": 9}),
+            404,
+            "plugin_version_not_found",
+            "version",
+        ),
+        (json!({"version": "1"}), 400, "invalid_parameter", "version"),
+        (json!({"version": 0}), 400, "invalid_parameter", "version"),
+        (json!({}), 400, "missing_parameter", "version"),
+        (
+            json!({"version": 1, "force": true}),
+            400,
+            "invalid_parameter",
+            "force",
+        ),
+    ];
+    for (body, status, code, param) in cases {
+        let (st, e) = call_json(
+            &s,
+            &a.key,
+            Method::PUT,
+            "/v1/plugins/ep/pin",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (
+                st,
+                e["error"]["code"].as_str(),
+                e["error"]["param"].as_str()
+            ),
+            (status, Some(code), Some(param)),
+            "{body}: {e}"
+        );
+    }
+    let (st, e) = call_json(
+        &s,
+        &b.key,
+        Method::PUT,
+        "/v1/plugins/ep/pin",
+        Some(json!({"version": 1})),
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (404, Some("plugin_not_found"))
+    );
+    let (st, _) = call_json(&s, &b.key, Method::DELETE, "/v1/plugins/ep/pin", None).await;
+    assert_eq!(st, 404);
+    assert_eq!(
+        endpoint_version(&s, &a.key, "ep").await,
+        "1",
+        "the refused pins changed nothing"
+    );
+
+    // The pin survives a restart.
+    s.terminate(Duration::from_secs(30));
+    s.restart();
+    let (_, d) = get(&s, &a.key, "/v1/plugins/ep").await;
+    assert_eq!(
+        (d["active_version"].as_u64(), d["pinned_version"].as_u64()),
+        (Some(1), Some(1)),
+        "{d}"
+    );
+    assert_eq!(endpoint_version(&s, &a.key, "ep").await, "1");
+
+    // Unpinned, the latest is active again, and stays so after a restart.
+    let (status, d) = call_json(&s, &a.key, Method::DELETE, "/v1/plugins/ep/pin", None).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(
+        (d["active_version"].as_u64(), &d["pinned_version"]),
+        (Some(3), &Value::Null)
+    );
+    assert_eq!(endpoint_version(&s, &a.key, "ep").await, "3");
+    s.terminate(Duration::from_secs(30));
+    s.restart();
+    let (_, d) = get(&s, &a.key, "/v1/plugins/ep").await;
+    assert_eq!(
+        (d["active_version"].as_u64(), &d["pinned_version"]),
+        (Some(3), &Value::Null),
+        "{d}"
+    );
+
+    // Deleting the plugin drops its pin: a new upload starts at version 1, unpinned.
+    call_json(
+        &s,
+        &a.key,
+        Method::PUT,
+        "/v1/plugins/ep/pin",
+        Some(json!({"version": 2})),
+    )
+    .await;
+    let r = client()
+        .delete(s.u("/v1/plugins/ep"))
+        .bearer_auth(&a.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (_, v) = json_of(put_raw(&s, &a.key, "ep", component("test-endpoint")).await).await;
+    assert_eq!(v["version"], 1);
+    s.terminate(Duration::from_secs(30));
+    s.restart();
+    let (_, d) = get(&s, &a.key, "/v1/plugins/ep").await;
+    assert_eq!(
+        (d["active_version"].as_u64(), &d["pinned_version"]),
+        (Some(1), &Value::Null),
+        "{d}"
     );
 }

@@ -116,6 +116,12 @@ async fn health_ready_metrics_openapi_cover_every_route() {
         ("get", "/v1/plugins/{name}"),
         ("delete", "/v1/plugins/{name}"),
         ("get", "/v1/plugins/{name}/logs"),
+        ("put", "/v1/plugins/{name}/pin"),
+        ("delete", "/v1/plugins/{name}/pin"),
+        ("get", "/v1/pipelines"),
+        ("get", "/v1/pipelines/{task}"),
+        ("put", "/v1/pipelines/{task}"),
+        ("delete", "/v1/pipelines/{task}"),
         ("post", "/v1/x/{plugin}/{path}"),
     ];
     for (method, path) in routes {
@@ -139,7 +145,7 @@ async fn health_ready_metrics_openapi_cover_every_route() {
         ["schema"]["properties"];
     assert_eq!(
         convert["fit"]["enum"],
-        json!(["contain", "cover", "fill", "inside"])
+        json!(["contain", "cover", "fill", "inside", "pad"])
     );
     assert_eq!(convert["width"]["maximum"], 65535);
     let replace = &doc["paths"]["/v1/image/replace-background"]["post"]["requestBody"]["content"]["multipart/form-data"]

@@ -122,11 +122,11 @@ async fn product_photo_plans_cutout_background_upscale_and_canvas() {
     let white = || ParamValue::Text("#ffffff".into());
     let canvas = |size: i64| {
         step(
-            "resize",
+            "convert",
             &[
                 ("width", ParamValue::Int(size)),
                 ("height", ParamValue::Int(size)),
-                ("fit", ParamValue::Text("contain".into())),
+                ("fit", ParamValue::Text("pad".into())),
                 ("background", white()),
             ],
         )
@@ -135,7 +135,6 @@ async fn product_photo_plans_cutout_background_upscale_and_canvas() {
     assert_eq!(
         plan.steps,
         vec![
-            step("remove-background", &[]),
             step("replace-background", &[("color", white())]),
             step("upscale", &[("scale", ParamValue::Int(4))]),
             canvas(2000),
@@ -143,15 +142,15 @@ async fn product_photo_plans_cutout_background_upscale_and_canvas() {
     );
     let plan = route(1200, vec![]).await.unwrap();
     assert_eq!(
-        plan.steps[2],
+        plan.steps[1],
         step("upscale", &[("scale", ParamValue::Int(2))])
     );
     let plan = route(2400, vec![]).await.unwrap();
-    assert_eq!(plan.steps.len(), 3, "large inputs are not upscaled");
+    assert_eq!(plan.steps.len(), 2, "large inputs are not upscaled");
     let plan = route(2400, vec![("size".into(), ParamValue::Int(3000))])
         .await
         .unwrap();
-    assert_eq!(plan.steps[3], canvas(3000));
+    assert_eq!(plan.steps[2], canvas(3000));
     let e = route(
         800,
         vec![("background".into(), ParamValue::Text("white".into()))],

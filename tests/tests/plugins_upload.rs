@@ -78,10 +78,15 @@ async fn versions_are_immutable_pinnable_and_deletable() {
         .await
         .unwrap();
     assert_eq!((v1.version, v2.version), (1, 2));
-    let (all, active) = h.versions("t", "p").unwrap();
-    assert_eq!((all.len(), active), (2, 2), "the latest is active");
+    let v = h.versions("t", "p").unwrap();
+    assert_eq!(
+        (v.versions.len(), v.active, v.pinned),
+        (2, 2, None),
+        "the latest is active"
+    );
     h.pin("t", "p", Some(1)).unwrap();
-    assert_eq!(h.versions("t", "p").unwrap().1, 1);
+    let v = h.versions("t", "p").unwrap();
+    assert_eq!((v.active, v.pinned), (1, Some(1)));
     let called = h
         .call_preprocess(
             "t",

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod models;
 pub mod openapi;
+pub mod pipelines;
 pub mod plugins;
 pub mod tasks;
 
@@ -89,6 +90,17 @@ pub fn router(st: AppState) -> Router {
                 .delete(plugins::delete),
         )
         .route("/v1/plugins/{name}/logs", get(plugins::logs))
+        .route(
+            "/v1/plugins/{name}/pin",
+            put(plugins::pin).delete(plugins::unpin),
+        )
+        .route("/v1/pipelines", get(pipelines::list))
+        .route(
+            "/v1/pipelines/{task}",
+            get(pipelines::get)
+                .put(pipelines::put)
+                .delete(pipelines::delete),
+        )
         .route("/v1/x/{plugin}", any(plugins::endpoint))
         .route("/v1/x/{plugin}/{*path}", any(plugins::endpoint))
         .route_layer(from_fn_with_state(st.clone(), auth::require_tenant));

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{AppState, account, admin, files, health, jobs, metrics, models, plugins, tasks};
+use super::{
+    AppState, account, admin, files, health, jobs, metrics, models, pipelines, plugins, tasks,
+};
 
 struct Security;
 
@@ -44,6 +46,8 @@ impl Modify for Security {
         files::upload, files::download, files::delete,
         account::get,
         plugins::upload, plugins::list, plugins::get, plugins::delete, plugins::logs,
+        plugins::pin, plugins::unpin,
+        pipelines::list, pipelines::get, pipelines::put, pipelines::delete,
         plugins::endpoint,
         admin::create, admin::list, admin::get, admin::update, admin::credits, admin::rotate_key,
     ),

@@ -16,7 +16,8 @@ use super::AppState;
 use super::auth::Authed;
 use super::errors::{ApiError, ErrorBody};
 use crate::plugins::{
-    LogRecord, Manifest, PluginHost, PluginStore, PluginVersionInfo, StoreError, UploadError,
+    CallError, LogRecord, Manifest, PluginHost, PluginStore, PluginVersionInfo, StoreError,
+    UploadError,
 };
 
 /// The plugin host and where its plugins are persisted.
@@ -125,7 +126,7 @@ async fn read_upload(st: &AppState, req: Request) -> Result<(Bytes, Option<Manif
 /// and default limits apply), or multipart with a `component` part and a `manifest` JSON
 /// part (world, tasks, routes, config, limits, capabilities). Compiled at upload, off the
 /// request threads, under the size and compile-time caps. Versions are immutable; the new
-/// version becomes the active one.
+/// version becomes the active one unless a version is pinned (`PUT /v1/plugins/{name}/pin`).
 #[utoipa::path(put, path = "/v1/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name: 1-64 of [a-z0-9_-]")),
     request_body(description = "The component, or multipart `component` + `manifest`",
@@ -185,16 +186,33 @@ pub async fn list(
 #[derive(Serialize)]
 pub struct PluginDetail {
     pub name: String,
+    /// The version jobs and endpoints use: the pinned one, else the latest.
     pub active_version: u32,
+    /// Set by `PUT /v1/plugins/{name}/pin`; `null` when the latest is active.
+    pub pinned_version: Option<u32>,
     /// Oldest first.
     pub versions: Vec<PluginVersionInfo>,
 }
 
-/// A plugin: every version and the active one.
+fn detail(st: &AppState, tenant: &str, name: String) -> Result<PluginDetail, ApiError> {
+    let v = st
+        .plugins
+        .host
+        .versions(tenant, &name)
+        .ok_or_else(|| not_found(&name))?;
+    Ok(PluginDetail {
+        name,
+        active_version: v.active,
+        pinned_version: v.pinned,
+        versions: v.versions,
+    })
+}
+
+/// A plugin: every version, the active one and the pinned one.
 #[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     responses(
-        (status = 200, description = "`{name, active_version, versions}`", body = Object),
+        (status = 200, description = "`{name, active_version, pinned_version, versions}`", body = Object),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such plugin for this tenant", body = ErrorBody),
     ),
@@ -204,16 +222,110 @@ pub async fn get(
     axum::Extension(Authed(tenant)): axum::Extension<Authed>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginDetail>, ApiError> {
-    let (versions, active_version) = st
+    Ok(Json(detail(&st, &tenant.id, name)?))
+}
+
+/// The version number in a pin request: `{"version": N}`.
+fn pin_version(body: &[u8]) -> Result<u32, ApiError> {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    let obj = v.as_object().ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object `{\"version\": N}`",
+        )
+    })?;
+    if let Some(k) = obj.keys().find(|k| *k != "version") {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("unknown field `{k}`: send `version`"),
+        )
+        .param(k.clone()));
+    }
+    let raw = obj.get("version").ok_or_else(|| {
+        ApiError::bad_request("missing_parameter", "`version` is required").param("version")
+    })?;
+    raw.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                format!("`version` must be a version number (1, 2, ...), got {raw}"),
+            )
+            .param("version")
+        })
+}
+
+/// Pin a version: it stays active when newer versions are uploaded, for jobs and endpoints
+/// alike, until unpinned. Persisted across restarts.
+#[utoipa::path(put, path = "/v1/plugins/{name}/pin", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    request_body(description = "`{\"version\": N}`", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "The plugin as `GET /v1/plugins/{name}` shows it", body = Object),
+        (status = 400, description = "Malformed body; `param` names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such plugin, or no such version (`param`: `version`)", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub async fn pin(
+    State(st): State<AppState>,
+    axum::Extension(Authed(tenant)): axum::Extension<Authed>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<PluginDetail>, ApiError> {
+    let version = pin_version(&body)?;
+    set_pin(&st, &tenant.id, &name, Some(version)).await?;
+    Ok(Json(detail(&st, &tenant.id, name)?))
+}
+
+/// Unpin: the latest version becomes active again.
+#[utoipa::path(delete, path = "/v1/plugins/{name}/pin", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses(
+        (status = 200, description = "The plugin as `GET /v1/plugins/{name}` shows it", body = Object),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such plugin for this tenant", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub async fn unpin(
+    State(st): State<AppState>,
+    axum::Extension(Authed(tenant)): axum::Extension<Authed>,
+    Path(name): Path<String>,
+) -> Result<Json<PluginDetail>, ApiError> {
+    set_pin(&st, &tenant.id, &name, None).await?;
+    Ok(Json(detail(&st, &tenant.id, name)?))
+}
+
+/// Pins in the registry, then in the database (a failed write puts the old pin back, so the
+/// two never disagree).
+async fn set_pin(
+    st: &AppState,
+    tenant: &str,
+    name: &str,
+    version: Option<u32>,
+) -> Result<(), ApiError> {
+    let before = st
         .plugins
         .host
-        .versions(&tenant.id, &name)
-        .ok_or_else(|| not_found(&name))?;
-    Ok(Json(PluginDetail {
-        name,
-        active_version,
-        versions,
-    }))
+        .versions(tenant, name)
+        .ok_or_else(|| not_found(name))?
+        .pinned;
+    st.plugins
+        .host
+        .pin(tenant, name, version)
+        .map_err(|e| match e {
+            CallError::VersionNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, e.code(), e.to_string()).param("version")
+            }
+            _ => not_found(name),
+        })?;
+    if let Err(e) = st.plugins.store.set_pin(tenant, name, version).await {
+        let _ = st.plugins.host.pin(tenant, name, before);
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// Delete a plugin and all its versions.

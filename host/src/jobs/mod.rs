@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod model;
+pub mod pipelines;
 pub mod plugins;
 pub mod scheduler;
 pub mod store;

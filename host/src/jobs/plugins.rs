@@ -1,13 +1,19 @@
 //! The tenant-plugin pipeline around a job's task: router → preprocess → task(s) →
 //! postprocess → storage.
 //!
-//! Which plugins run is configured per tenant and per task by the plugins themselves: a
-//! processor or router whose active version's manifest lists the task in `tasks` (or `*`)
-//! hooks it. The first such router (by plugin name) plans the steps; every such processor,
-//! in name order, preprocesses the request and, in reverse order, postprocesses the output
-//! (like nested middleware). Each call is recorded on the job (plugin, version, wall time,
-//! fuel); a plugin error fails the job with the plugin's code (`plugin_timeout`,
-//! `plugin_trap`, ...).
+//! Which plugins run is the tenant's choice per task: an explicit pipeline
+//! ([`super::pipelines`]: a router and ordered `preprocess` / `postprocess` lists) when one
+//! is configured for the task; otherwise the plugins themselves decide: a processor or router
+//! whose active version's manifest lists the task in `tasks` (or `*`) hooks it. Then the
+//! first such router (by plugin name) plans the steps and every such processor, in name
+//! order, preprocesses the request and, in reverse order, postprocesses the output (like
+//! nested middleware). Each call is recorded on the job (plugin, version, wall time, fuel);
+//! a plugin error fails the job with the plugin's code (`plugin_timeout`, `plugin_trap`, ...).
+//!
+//! A router's plan is paid for: the job's credits become the sum of the planned tasks'
+//! costs, the difference with what submit reserved is reserved (or returned) before any step
+//! runs, and a tenant who cannot pay fails the job with `insufficient_credits`. The usual end
+//! of a job then charges or refunds the whole amount.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +43,48 @@ pub struct PluginStep {
     pub host_calls: u64,
     /// `code: message` when the call failed.
     pub error: Option<String>,
+    /// On a `route` step: the tasks the router planned, in order, with their credits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Vec<PlannedTask>>,
+}
+
+/// One task of a router's plan and what it costs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlannedTask {
+    pub task: String,
+    pub credits: i64,
+}
+
+/// The plugins a job runs through, from the tenant's pipeline or the manifests.
+#[derive(Debug, Default, PartialEq)]
+struct Stages {
+    router: Option<String>,
+    preprocess: Vec<String>,
+    postprocess: Vec<String>,
+}
+
+impl Stages {
+    fn is_empty(&self) -> bool {
+        self.router.is_none() && self.preprocess.is_empty() && self.postprocess.is_empty()
+    }
+
+    /// The manifest-based default: the first hooked router; processors in name order
+    /// before the task and in reverse order after it.
+    fn from_hooked(hooked: &[(String, World)]) -> Self {
+        let processors: Vec<String> = hooked
+            .iter()
+            .filter(|(_, w)| *w == World::Processor)
+            .map(|(n, _)| n.clone())
+            .collect();
+        Self {
+            router: hooked
+                .iter()
+                .find(|(_, w)| *w == World::Router)
+                .map(|(n, _)| n.clone()),
+            postprocess: processors.iter().rev().cloned().collect(),
+            preprocess: processors,
+        }
+    }
 }
 
 impl PluginStep {
@@ -49,6 +97,7 @@ impl PluginStep {
             fuel_used: r.fuel_used,
             host_calls: r.host_calls,
             error,
+            plan: None,
         }
     }
 }
@@ -141,8 +190,30 @@ impl Jobs {
             .map_err(|e| bad_plugin_output(format!("encoding a plugin's image: {e}")))
     }
 
-    /// Runs the job's task, through the tenant's plugins when any hooks it, and records
-    /// the plugin steps on the job (failed or not).
+    /// The plugins `job` runs through: the tenant's pipeline for the task, else the
+    /// manifest default.
+    async fn stages(&self, host: &PluginHost, job: &Job) -> Result<Stages, Failure> {
+        let configured = self
+            .pipeline_config(&job.tenant_id, &job.task)
+            .await
+            .map_err(|e| {
+                Failure::Other(
+                    "internal_error",
+                    format!("reading the tenant's pipeline: {e}"),
+                )
+            })?;
+        Ok(match configured {
+            Some(p) => Stages {
+                router: p.config.router,
+                preprocess: p.config.preprocess,
+                postprocess: p.config.postprocess,
+            },
+            None => Stages::from_hooked(&host.hooked(&job.tenant_id, &job.task)),
+        })
+    }
+
+    /// Runs the job's task, through the tenant's plugins when any are configured or hook
+    /// it, and records the plugin steps on the job (failed or not).
     pub(super) async fn run_pipeline(
         &self,
         job: &Job,
@@ -151,11 +222,11 @@ impl Jobs {
         sink: Arc<JobSink>,
         canceled: Arc<AtomicBool>,
     ) -> Result<Vec<Output>, Failure> {
-        let hooked = match self.plugins.get() {
-            Some(h) => h.hooked(&job.tenant_id, &job.task),
-            None => Vec::new(),
+        let stages = match self.plugins.get() {
+            Some(h) => self.stages(h, job).await?,
+            None => Stages::default(),
         };
-        if hooked.is_empty() {
+        if stages.is_empty() {
             return self
                 .run_task(job, task, inputs, job.params.clone(), sink, canceled)
                 .await;
@@ -164,7 +235,7 @@ impl Jobs {
         let mut steps = Vec::new();
         let r = self
             .pipeline(
-                &host, job, task, inputs, &hooked, sink, canceled, &mut steps,
+                &host, job, task, inputs, &stages, sink, canceled, &mut steps,
             )
             .await;
         let (id, json) = (
@@ -187,6 +258,80 @@ impl Jobs {
         r
     }
 
+    /// Makes the job's reservation the cost of `plan`: reserves the difference from the
+    /// tenant's balance (or returns it), in one transaction with the job's new amount.
+    async fn reserve_plan(&self, job: &Job, plan: &[PlannedTask]) -> Result<(), Failure> {
+        let total: i64 = plan.iter().map(|p| p.credits).sum();
+        let (id, tenant) = (job.id.clone(), job.tenant_id.clone());
+        let r = self
+            .db
+            .call(
+                move |c| -> Result<Result<(), (i64, i64)>, crate::db::DbError> {
+                    let tx = c.transaction()?;
+                    let (reserved, state): (i64, String) = tx.query_row(
+                        "SELECT credits, credits_state FROM jobs WHERE id = ?1",
+                        [&id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    if super::model::CreditsState::parse(&state)
+                        != super::model::CreditsState::Reserved
+                    {
+                        return Err(crate::db::DbError::Corrupt(format!(
+                            "job {id} has credits {state}, not reserved, while running"
+                        )));
+                    }
+                    let extra = total - reserved;
+                    if extra > 0 {
+                        let n = tx.execute(
+                        "UPDATE tenants SET credits = credits - ?1 WHERE id = ?2 AND credits >= ?1",
+                        rusqlite::params![extra, tenant],
+                    )?;
+                        if n == 0 {
+                            let balance: i64 = tx.query_row(
+                                "SELECT credits FROM tenants WHERE id = ?1",
+                                [&tenant],
+                                |r| r.get(0),
+                            )?;
+                            return Ok(Err((reserved, balance)));
+                        }
+                    } else if extra < 0 {
+                        tx.execute(
+                            "UPDATE tenants SET credits = credits + ?1 WHERE id = ?2",
+                            rusqlite::params![-extra, tenant],
+                        )?;
+                    }
+                    tx.execute(
+                        "UPDATE jobs SET credits = ?2 WHERE id = ?1",
+                        rusqlite::params![id, total],
+                    )?;
+                    tx.commit()?;
+                    Ok(Ok(()))
+                },
+            )
+            .await
+            .map_err(|e| {
+                Failure::Other(
+                    "internal_error",
+                    format!("reserving the plan's credits: {e}"),
+                )
+            })?;
+        r.map_err(|(reserved, balance)| {
+            let items: Vec<String> = plan
+                .iter()
+                .map(|p| format!("{} {}", p.task, p.credits))
+                .collect();
+            Failure::Other(
+                "insufficient_credits",
+                format!(
+                    "the router's plan ({}) costs {total} credits; {reserved} were reserved at submit \
+                     and the balance of {balance} cannot cover the other {}",
+                    items.join(" + "),
+                    total - reserved
+                ),
+            )
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn pipeline(
         &self,
@@ -194,26 +339,20 @@ impl Jobs {
         job: &Job,
         task: Arc<dyn Task>,
         inputs: Vec<Input>,
-        hooked: &[(String, World)],
+        stages: &Stages,
         sink: Arc<JobSink>,
         canceled: Arc<AtomicBool>,
         steps: &mut Vec<PluginStep>,
     ) -> Result<Vec<Output>, Failure> {
         let tenant = job.tenant_id.as_str();
-        let router = hooked.iter().find(|(_, w)| *w == World::Router);
-        let processors: Vec<&str> = hooked
-            .iter()
-            .filter(|(_, w)| *w == World::Processor)
-            .map(|(n, _)| n.as_str())
-            .collect();
         let mut params = job.params.clone();
         let mut images = Vec::with_capacity(inputs.len());
         for i in &inputs {
             images.push(self.decode(&i.bytes)?);
         }
 
-        // Preprocess: each processor sees (and may change) the request.
-        for p in &processors {
+        // Preprocess: each processor, in order, sees (and may change) the request.
+        for p in &stages.preprocess {
             let req = PluginRequest {
                 task: job.task.clone(),
                 params: task_params_to_plugin(&params),
@@ -228,9 +367,9 @@ impl Jobs {
             images = out.images;
         }
 
-        // Route: a plan of tasks, or the job's own task.
+        // Route: a plan of tasks (paid for before any runs), or the job's own task.
         let mut plan: Vec<(Arc<dyn Task>, tasks::Params)> = vec![(task.clone(), params.clone())];
-        if let Some((r, _)) = router {
+        if let Some(r) = &stages.router {
             let infos = images
                 .iter()
                 .map(|i| ImageInfo {
@@ -250,9 +389,29 @@ impl Jobs {
                         bad_plugin_output(format!("the plan names unknown task `{}`", s.task))
                     })?;
                     let p = plugin_params_to_task(t.as_ref(), &s.params)?;
+                    // Checked like a request (models installed, exclusive parameters)
+                    // before anything is paid for or run.
+                    let first = t.inputs().first().map_or("image", |i| i.name);
+                    t.check(&p, &[first]).map_err(|e| {
+                        bad_plugin_output(format!(
+                            "the plan's `{}` step: {}: {}",
+                            s.task, e.param, e.message
+                        ))
+                    })?;
                     plan.push((t, p));
                 }
             }
+            let priced: Vec<PlannedTask> = plan
+                .iter()
+                .map(|(t, _)| PlannedTask {
+                    task: t.name().to_owned(),
+                    credits: self.registry.cost(t.as_ref()) as i64,
+                })
+                .collect();
+            if let Some(last) = steps.last_mut() {
+                last.plan = Some(priced.clone());
+            }
+            self.reserve_plan(job, &priced).await?;
         }
 
         // The task(s): each step's outputs are the next step's input images.
@@ -282,8 +441,8 @@ impl Jobs {
                 .collect();
         }
 
-        // Postprocess: processors in reverse order see the output, in the task's formats.
-        if processors.is_empty() {
+        // Postprocess: each processor, in order, sees the output, in the task's formats.
+        if stages.postprocess.is_empty() {
             return Ok(outputs);
         }
         let formats: Vec<Format> = outputs.iter().map(|o| format_of(&o.content_type)).collect();
@@ -291,7 +450,7 @@ impl Jobs {
         for o in &outputs {
             out.images.push(self.decode(&o.bytes)?);
         }
-        for p in processors.iter().rev() {
+        for p in &stages.postprocess {
             let called = host
                 .call_postprocess(tenant, p, &job.task, task_params_to_plugin(&params), out)
                 .await;

@@ -60,6 +60,8 @@ impl UploadError {
 pub enum CallError {
     #[error("plugin_not_found: no plugin `{0}` for this tenant")]
     NotFound(String),
+    #[error("plugin_version_not_found: plugin `{plugin}` has no version {version}")]
+    VersionNotFound { plugin: String, version: u32 },
     #[error("plugin_wrong_world: `{plugin}` is a {actual} plugin, not a {expected}")]
     WrongWorld {
         plugin: String,
@@ -102,6 +104,7 @@ impl CallError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotFound(_) => "plugin_not_found",
+            Self::VersionNotFound { .. } => "plugin_version_not_found",
             Self::WrongWorld { .. } => "plugin_wrong_world",
             Self::Timeout { .. } => "plugin_timeout",
             Self::FuelExhausted { .. } => "plugin_fuel_exhausted",
@@ -123,7 +126,7 @@ impl CallError {
     /// The HTTP status an endpoint or job API answers with.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::NotFound(_) => 404,
+            Self::NotFound(_) | Self::VersionNotFound { .. } => 404,
             Self::WrongWorld { .. } => 409,
             Self::Guest { .. } => 422,
             Self::Busy(_) => 503,

@@ -42,7 +42,7 @@ pub use limits::{LimitOverrides, Limits};
 pub use manifest::{Capabilities, KvQuota, Manifest, TenantPolicy, World};
 pub use model_runner::{ModelCall, ModelResult, ModelRunError, ModelRunner, NoModels};
 pub use processor::ImageInfo;
-pub use registry::{LogRecord, PluginHost, PluginVersionInfo};
+pub use registry::{LogRecord, PluginHost, PluginVersionInfo, PluginVersions};
 pub use state::{LogLevel, LogLine};
 pub use store::{PluginStore, Restored, StoreError};
 pub use values::{Audio, ParamValue, Params, Plan, PlanStep, PluginOutput, PluginRequest};

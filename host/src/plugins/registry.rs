@@ -57,6 +57,16 @@ pub(crate) struct Loaded {
     pub pre: Pre,
 }
 
+/// A plugin's versions as `GET /v1/plugins/{name}` shows them.
+#[derive(Clone, Debug)]
+pub struct PluginVersions {
+    /// Oldest first.
+    pub versions: Vec<PluginVersionInfo>,
+    /// The version calls use: the pinned one, else the latest.
+    pub active: u32,
+    pub pinned: Option<u32>,
+}
+
 /// A logged line and the call it came from.
 #[derive(Clone, Debug, Serialize)]
 pub struct LogRecord {
@@ -373,12 +383,23 @@ impl PluginHost {
             .collect()
     }
 
-    /// Every version of a plugin (oldest first) and the active one, or `None` if unknown.
-    pub fn versions(&self, tenant: &str, name: &str) -> Option<(Vec<PluginVersionInfo>, u32)> {
+    /// Every version of a plugin (oldest first), the active one and the pinned one, or `None`
+    /// if unknown.
+    pub fn versions(&self, tenant: &str, name: &str) -> Option<PluginVersions> {
         let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
         let e = tenants.get(tenant)?.plugins.get(name)?;
-        let active = e.active()?.info.version;
-        Some((e.versions.iter().map(|l| l.info.clone()).collect(), active))
+        Some(PluginVersions {
+            active: e.active()?.info.version,
+            pinned: e.pinned,
+            versions: e.versions.iter().map(|l| l.info.clone()).collect(),
+        })
+    }
+
+    /// The world of the active version of a tenant's plugin, or `None` if unknown.
+    pub fn world(&self, tenant: &str, name: &str) -> Option<World> {
+        let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
+        let e = tenants.get(tenant)?.plugins.get(name)?;
+        Some(e.active()?.info.world)
     }
 
     /// Removes a plugin and all its versions; false if it did not exist.
@@ -407,7 +428,10 @@ impl PluginHost {
         if let Some(v) = version
             && !e.versions.iter().any(|l| l.info.version == v)
         {
-            return Err(CallError::NotFound(format!("{name} version {v}")));
+            return Err(CallError::VersionNotFound {
+                plugin: name.to_owned(),
+                version: v,
+            });
         }
         e.pinned = version;
         Ok(())

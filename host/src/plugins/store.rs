@@ -114,6 +114,10 @@ impl PluginStore {
                     "DELETE FROM plugins WHERE tenant_id = ?1 AND name = ?2",
                     params![tenant, name],
                 )?;
+                tx.execute(
+                    "DELETE FROM plugin_pins WHERE tenant_id = ?1 AND name = ?2",
+                    params![tenant, name],
+                )?;
                 let mut orphans = Vec::new();
                 for h in hashes {
                     let used: i64 = tx.query_row(
@@ -131,6 +135,32 @@ impl PluginStore {
                 for h in orphans {
                     let _ = std::fs::remove_file(Self::blob(&dir, &h));
                 }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Records the pinned version of a plugin (`None` unpins: the latest is active).
+    pub async fn set_pin(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.db
+            .call(move |c| -> Result<(), StoreError> {
+                match version {
+                    Some(v) => c.execute(
+                        "INSERT OR REPLACE INTO plugin_pins (tenant_id, name, version)
+                         VALUES (?1, ?2, ?3)",
+                        params![tenant, name, v],
+                    )?,
+                    None => c.execute(
+                        "DELETE FROM plugin_pins WHERE tenant_id = ?1 AND name = ?2",
+                        params![tenant, name],
+                    )?,
+                };
                 Ok(())
             })
             .await
@@ -170,6 +200,26 @@ impl PluginStore {
                     let e: UploadError = e;
                     out.failed.push(format!("{tenant}/{name}@{version}: {e}"));
                 }
+            }
+        }
+        // Pins last, once their versions are registered. A pin whose version did not load is
+        // reported and left unapplied (the latest loaded version serves meanwhile), and kept
+        // in the database so a later start that loads the version honours it again.
+        type Pin = (String, String, u32);
+        let pins: Vec<Pin> = self
+            .db
+            .call(|c| -> Result<Vec<Pin>, StoreError> {
+                let mut q = c.prepare("SELECT tenant_id, name, version FROM plugin_pins")?;
+                let rows = q
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        for (tenant, name, version) in pins {
+            if let Err(e) = host.pin(&tenant, &name, Some(version)) {
+                out.failed
+                    .push(format!("{tenant}/{name}: pin to version {version}: {e}"));
             }
         }
         Ok(out)

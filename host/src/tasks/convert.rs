@@ -10,7 +10,7 @@ use super::{Input, Output, ParamSpec, Params, Task, TaskContext, TaskError};
 
 pub struct Convert;
 
-const FITS: &[&str] = &["contain", "cover", "fill", "inside"];
+const FITS: &[&str] = &["contain", "cover", "fill", "inside", "pad"];
 const FILTERS: &[&str] = &["lanczos3", "catmullrom", "gaussian", "triangle", "nearest"];
 const FORMATS: &[&str] = &["png", "jpeg", "webp"];
 
@@ -31,7 +31,8 @@ impl Task for Convert {
                 "fit",
                 FITS,
                 "With both width and height: contain (fit inside, keep aspect), cover (fill and crop the centre), \
-                 fill (stretch), inside (like contain but never enlarge).",
+                 fill (stretch), inside (like contain but never enlarge), pad (like contain, centred on a \
+                 width x height canvas of `background`).",
             )
             .default("contain"),
             ParamSpec::choice("filter", FILTERS, "Resampling filter.").default("lanczos3"),
@@ -48,7 +49,7 @@ impl Task for Convert {
                  rotated the pixels (its orientation tag would then be wrong).",
             )
             .default(true),
-            ParamSpec::text("background", 7, "#rrggbb that transparent pixels are flattened onto for JPEG.")
+            ParamSpec::text("background", 7, "#rrggbb that transparent pixels are flattened onto for JPEG, and the canvas of fit=pad.")
                 .default("#ffffff"),
         ]
     }
@@ -88,6 +89,9 @@ impl Task for Convert {
         img = crop(img, p)?;
         ctx.check_canceled()?;
         img = resize(img, p, &ctx.limits)?;
+        if let (Some("pad"), Some(w), Some(h)) = (p.str("fit"), p.int("width"), p.int("height")) {
+            img = pad(&img, w as u32, h as u32, background);
+        }
         ctx.progress(super::Progress::steps(2, 3));
         ctx.check_canceled()?;
 
@@ -198,7 +202,11 @@ fn resize(
         (Some(w), Some(h)) => (w as f64, h as f64),
     };
     let fit = if p.int("width").is_some() && p.int("height").is_some() {
-        p.str("fit").unwrap_or("contain")
+        // pad resizes like contain; `pad` then centres the result on the canvas.
+        match p.str("fit").unwrap_or("contain") {
+            "pad" => "contain",
+            f => f,
+        }
     } else {
         "fill"
     };
@@ -247,6 +255,15 @@ fn resize(
         "cover" => img.resize_to_fill(ow, oh, filter(p)),
         _ => img.resize_exact(ow, oh, filter(p)),
     })
+}
+
+/// `img` composited, centred, onto an opaque `w`x`h` canvas of `bg` (fit=pad).
+fn pad(img: &DynamicImage, w: u32, h: u32, bg: [u8; 3]) -> DynamicImage {
+    let mut canvas = image::RgbaImage::from_pixel(w, h, image::Rgba([bg[0], bg[1], bg[2], 255]));
+    let x = i64::from(w.saturating_sub(img.width()) / 2);
+    let y = i64::from(h.saturating_sub(img.height()) / 2);
+    image::imageops::overlay(&mut canvas, &img.to_rgba8(), x, y);
+    DynamicImage::ImageRgba8(canvas)
 }
 
 /// Composites `img` over an opaque `bg` (JPEG has no alpha channel).
@@ -420,6 +437,36 @@ mod tests {
             .max()
             .unwrap();
         assert!(diff <= 8, "JPEG q95 differs by {diff}");
+    }
+
+    #[test]
+    fn pad_centres_on_the_background() {
+        // A 2:1 image, half transparent: padded to a square on red, its transparent half
+        // shows the red and the bands above and below are red.
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_fn(40, 20, |x, _| {
+            if x < 20 {
+                image::Rgba([0, 0, 255, 255])
+            } else {
+                image::Rgba([0, 0, 0, 0])
+            }
+        }));
+        let d = run(
+            &img,
+            OutFormat::Png,
+            serde_json::json!({"width": 80, "height": 80, "fit": "pad", "background": "#ff0000",
+                "filter": "nearest"}),
+        )
+        .unwrap()
+        .to_rgba8();
+        assert_eq!(d.dimensions(), (80, 80));
+        assert_eq!(d.get_pixel(40, 5).0, [255, 0, 0, 255], "band above");
+        assert_eq!(d.get_pixel(40, 75).0, [255, 0, 0, 255], "band below");
+        assert_eq!(d.get_pixel(10, 40).0, [0, 0, 255, 255], "the opaque half");
+        assert_eq!(
+            d.get_pixel(70, 40).0,
+            [255, 0, 0, 255],
+            "the transparent half"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! temporary data directory, and small helpers around reqwest.
 #![allow(dead_code)]
 
+pub mod plugins;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
