@@ -117,6 +117,10 @@ struct Params {
     t8: u32,
     coutp: u32,
     ty0: u32,
+    dil: u32,
+    ths: u32,
+    tws: u32,
+    twi: u32,
     _pad: [u32; 3],
 }
 
@@ -1097,28 +1101,34 @@ mod tests {
     fn winograd_matches_reference() {
         let Some(gpu) = test_gpu() else { return };
         use PadMode::{Reflect as R, Zeros as Z};
-        // (x shape, cout, padding, pad mode)
+        // (x shape, cout, padding, pad mode, dilation)
         let cases = [
-            ([1, 5, 13, 17], 7, 1, Z),
-            ([2, 16, 9, 11], 33, 1, R),
-            ([1, 3, 6, 6], 5, 0, Z),
-            ([1, 64, 16, 16], 32, 1, Z),
-            ([1, 17, 1, 1], 20, 1, Z),
-            ([1, 4, 7, 5], 4, 2, Z),
-            ([1, 6, 5, 23], 40, 1, R),
-            ([1, 16, 10, 20], 24, 1, Z),
+            ([1, 5, 13, 17], 7, 1, Z, 1),
+            ([2, 16, 9, 11], 33, 1, R, 1),
+            ([1, 3, 6, 6], 5, 0, Z, 1),
+            ([1, 64, 16, 16], 32, 1, Z, 1),
+            ([1, 17, 1, 1], 20, 1, Z, 1),
+            ([1, 4, 7, 5], 4, 2, Z, 1),
+            ([1, 6, 5, 23], 40, 1, R, 1),
+            ([1, 16, 10, 20], 24, 1, Z, 1),
+            ([1, 16, 19, 21], 20, 2, Z, 2),
+            ([2, 16, 11, 13], 17, 2, R, 2),
+            ([1, 16, 15, 14], 16, 1, Z, 2),
+            ([1, 24, 32, 32], 40, 4, Z, 4),
+            ([1, 8, 12, 9], 16, 8, Z, 8),
         ];
         // Bands as the binding limit sets them, then forced bands of 2 tile
         // rows (the last one partial where the tile-row count is odd).
         for budget in [None, Some(2)] {
             wino::BAND_ROWS.with(|c| c.set(budget));
             for dtype in test_dtypes(&gpu) {
-                for (i, &(xs, cout, pad, mode)) in cases.iter().enumerate() {
+                for (i, &(xs, cout, pad, mode, d)) in cases.iter().enumerate() {
                     let cin = xs[1];
                     let ws = [cout, cin, 3, 3];
                     let c = Conv2dConfig {
                         pad_mode: mode,
-                        ..Conv2dConfig::padded(pad)
+                        padding: (pad, pad),
+                        ..Conv2dConfig::dilated(d)
                     };
                     let seed = 100 + i as u64 * 5;
                     let numel: usize = xs.iter().product();
@@ -1153,7 +1163,8 @@ mod tests {
                     .residual(&r, 0.5, 1.0);
                     reference_epilogue(&mut want, shape, &epi, &slv, &rv);
                     let what = format!(
-                        "winograd case {i} {xs:?} -> {cout} pad {pad} {mode:?} {dtype} band rows {budget:?}"
+                        "winograd case {i} {xs:?} -> {cout} pad {pad} dil {d} {mode:?} {dtype} band rows \
+                     {budget:?}"
                     );
                     let got = layer.forward(&x, &epi).unwrap();
                     assert_close(&what, &got.to_f32_vec().unwrap(), &want, tol(dtype));

@@ -25,7 +25,8 @@ struct Params {
     slope_n: u32, total: u32, cinp: u32, pix_blocks: u32,
     alpha: f32, beta: f32, leaky: f32, co_blocks: u32,
     th: u32, twp: u32, t8: u32, coutp: u32,
-    ty0: u32, _p0: u32, _p1: u32, _p2: u32,
+    ty0: u32, dil: u32, ths: u32, tws: u32,
+    twi: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -169,7 +170,7 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 //@STORE
 }
 
-// ---- Winograd F(4x4, 3x3): stride 1, dilation 1, groups 1 ----
+// ---- Winograd F(4x4, 3x3): stride 1, groups 1, any dilation ----
 // With U = G g G^T (6x6 per (co, ci), made once by `wtrans`) and
 // V = B^T d B (6x6 per (ci, 4x4 output tile), `wtin`), each of the 36 points t
 // is a plain GEMM M[t] = U[t] V[t] over ci (`wgemm`), and `wtout` maps the
@@ -248,6 +249,27 @@ fn wtin4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 //@WTIN4
 }
 
+// `wtin` for dilation d > 1: the 4 tiles of an invocation may lie in
+// different phases, so each reads its own 6 columns, d pixels apart.
+@compute @workgroup_size(256)
+fn wtind(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.total { return; }
+    let q4 = p.twp / 4u;
+    let g4 = i % q4;
+    let ty = (i / q4) % p.th;
+    let ci = (i / (q4 * p.th)) % p.cin_g;
+    let n = i / (q4 * p.th * p.cin_g);
+    let xb = (n * p.x_c + ci) * p.h * p.w;
+    let gy = p.ty0 + ty;
+    let iy0 = i32(p.dil * 4u * (gy % p.ths) + gy / p.ths) - i32(p.ph);
+    let d = i32(p.dil);
+    let vb = (ci * p.t8 + (n * p.th + ty) * p.twp + g4 * 4u) / 4u;
+    let ts = p.cinp * p.t8 / 4u;
+//@WTIND
+}
+
 // M[t] for PX consecutive tiles x CO output channels per invocation; as in
 // `tiled`, the channel block comes from the workgroup so weights are shared.
 @compute @workgroup_size(WG)
@@ -280,15 +302,17 @@ fn wtout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let i = (wid.x + wid.y * nwg.x) * 256u + lid;
     if i >= p.total { return; }
     let c4n = p.coutp / 4u;
-    let tw = (p.wo + 3u) / 4u;
     let c4 = i % c4n;
-    let tx = (i / c4n) % tw;
-    let ty = (i / (c4n * tw)) % p.th;
-    let n = i / (c4n * tw * p.th);
+    let tx = (i / c4n) % p.twi;
+    let ty = (i / (c4n * p.twi)) % p.th;
+    let n = i / (c4n * p.twi * p.th);
     let mb = ((n * p.th + ty) * p.twp + tx) * c4n + c4;
     let ts = p.t8 * c4n;
-    let oy = (p.ty0 + ty) * 4u;
-    let ox = tx * 4u;
+    // Dilation d: tiles are grouped by phase (output row mod d, column mod
+    // d); a tile's 4x4 outputs sit d pixels apart (d = 1: plain tiles).
+    let gy = p.ty0 + ty;
+    let oy = p.dil * 4u * (gy % p.ths) + gy / p.ths;
+    let ox = p.dil * 4u * (tx % p.tws) + tx / p.tws;
     let co = c4 * 4u;
 //@WTOUT
 }

@@ -1,6 +1,7 @@
 //! Winograd F(4x4, 3x3) path of [`super::Conv2d`] (kernels at the end of
-//! `conv2d.wgsl`): for stride-1, dilation-1, ungrouped 3x3 convs it does 4x
-//! fewer multiplies than the direct kernel. On lavapipe, where every load is
+//! `conv2d.wgsl`): for stride-1, ungrouped 3x3 convs (dilated ones as d x d
+//! interleaved plain convs) it does 4x fewer multiplies than the direct
+//! kernel. On lavapipe, where every load is
 //! a per-lane loop, it measured ~2x faster for Cin, Cout >= 16 (see `choose`).
 //! The straight-line transform code is generated here from the matrices.
 
@@ -37,8 +38,10 @@ const AT: [[f64; 6]; 4] = [
 /// the default (lavapipe-class CPU adapters, both channel counts >= 16: with
 /// fewer channels the transforms cost more than the multiplies they save).
 pub(super) fn choose(gpu: &Gpu, [cout, cin, kh, kw]: [usize; 4], cfg: &Conv2dConfig) -> bool {
-    let fits =
-        (kh, kw) == (3, 3) && cfg.stride == (1, 1) && cfg.dilation == (1, 1) && cfg.groups == 1;
+    let fits = (kh, kw) == (3, 3)
+        && cfg.stride == (1, 1)
+        && cfg.dilation.0 == cfg.dilation.1
+        && cfg.groups == 1;
     match std::env::var("EASEL_CONV_WINOGRAD").as_deref() {
         Ok("0") => false,
         Ok("1") => fits,
@@ -100,6 +103,12 @@ fn lin(c: &[f64], terms: &[String]) -> String {
 /// `conv2d.wgsl` (already expanded for `tiled`) with the Winograd markers
 /// replaced.
 pub(super) fn expand(src: &str, t: Tile) -> String {
+    // Sources built for the direct kernels carry this code too (unused, but
+    // it must compile): whole vec4s of tiles whatever their PX.
+    let t = Tile {
+        px: t.px.next_multiple_of(4),
+        ..t
+    };
     let co4 = t.co / 4;
     let names = |f: &dyn Fn(usize) -> String, n: usize| (0..n).map(f).collect::<Vec<_>>();
 
@@ -160,17 +169,45 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
             tin4 += &format!("    let p{r}_{k} = q{r}_{}.{comp};\n", (k + 3) / 4);
         }
     }
-    let mut ttrans = String::new();
+    let mut tind = String::new();
+    for j in 0..4 {
+        tind += &format!(
+            "    let tx{j} = g4 * 4u + {j}u;\n    \
+             let ix{j} = i32(p.dil * 4u * (tx{j} % p.tws) + tx{j} / p.tws) - i32(p.pw);\n"
+        );
+        for k in 0..6 {
+            tind += &format!(
+                "    let cx{j}_{k} = coord(ix{j} + {k} * d, p.w);\n    \
+                 let xi{j}_{k} = min(cx{j}_{k}.i, p.w - 1u);\n"
+            );
+        }
+    }
+    for r in 0..6 {
+        tind += &format!(
+            "    let cy{r} = coord(iy0 + {r} * d, p.h);\n    let yo{r} = xb + min(cy{r}.i, p.h - 1u) * p.w;\n"
+        );
+        for c in 0..6 {
+            let v: Vec<String> = (0..4)
+                .map(|j| {
+                    format!("select(0.0, f32(x[yo{r} + xi{j}_{c}]), cy{r}.ok && cx{j}_{c}.ok)")
+                })
+                .collect();
+            tind += &format!("    let d{r}_{c} = vec4<f32>({});\n", v.join(", "));
+        }
+    }
     for r in 0..6 {
         for c in 0..6 {
-            ttrans += &format!(
+            let d = format!(
                 "    let d{r}_{c} = vec4<f32>(p{r}_{c}, p{r}_{}, p{r}_{}, p{r}_{});\n",
                 c + 4,
                 c + 8,
                 c + 12
             );
+            tin += &d;
+            tin4 += &d;
         }
     }
+    let mut ttrans = String::new();
     for (i, bi) in BT.iter().enumerate() {
         for c in 0..6 {
             let e = lin(bi, &names(&|r| format!("d{r}_{c}"), 6));
@@ -185,6 +222,7 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
     }
     tin += &ttrans;
     tin4 += &ttrans;
+    tind += &ttrans;
 
     let mut acc = String::new();
     let mut body = String::new();
@@ -237,8 +275,8 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
         for (j, aj) in AT.iter().enumerate() {
             let e = lin(aj, &names(&|c| format!("s{i}_{c}"), 6));
             tout += &format!(
-                "    if oy + {i}u < p.ho && ox + {j}u < p.wo {{\n        \
-                 store4({e}, n, co, (oy + {i}u) * p.wo + ox + {j}u);\n    }}\n"
+                "    if oy + {i}u * p.dil < p.ho && ox + {j}u * p.dil < p.wo {{\n        \
+                 store4({e}, n, co, (oy + {i}u * p.dil) * p.wo + ox + {j}u * p.dil);\n    }}\n"
             );
         }
     }
@@ -271,6 +309,7 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
     src.replace("//@WTRANS\n", &wt)
         .replace("//@WTIN\n", &tin)
         .replace("//@WTIN4\n", &tin4)
+        .replace("//@WTIND\n", &tind)
         .replace("//@WACC\n", &acc)
         .replace("//@WBODY\n", &body)
         .replace("//@WSTORE\n", &store)
@@ -287,7 +326,7 @@ fn wino_kernel(
     let mut k = kernel(entry, dtype, reflect, false, t, [3, 3, 1, 1]);
     // Own rows in the EASEL_PROFILE table: the passes cost very differently.
     k.op = match entry {
-        "wtin" | "wtin4" => "conv2d.wino_in",
+        "wtin" | "wtin4" | "wtind" => "conv2d.wino_in",
         "wgemm" => "conv2d.wino_gemm",
         "wtout" | "wtout4" => "conv2d.wino_out",
         _ => "conv2d.wino_weights",
@@ -355,8 +394,13 @@ pub(super) fn run(
     let [_, out_c, ho, wo] = dims(out, "output")?;
     let (cin, cout) = (conv.cin, conv.cout);
     let t = tile(conv.tile, conv.cout);
-    let (th_all, tw) = (ho.div_ceil(4), wo.div_ceil(4));
-    let twp = tw.next_multiple_of(4);
+    // Dilation d splits the output into d x d phases (row and column mod
+    // d), each a plain 3x3 conv of the sub-image: per phase, ths x tws
+    // tiles; tiles are ordered phase-major along both axes.
+    let d = conv.cfg.dilation.0;
+    let (ths, tws) = (ho.div_ceil(d).div_ceil(4), wo.div_ceil(d).div_ceil(4));
+    let (th_all, twi) = (d * ths, d * tws);
+    let twp = twi.next_multiple_of(4);
     let coutp = cout.next_multiple_of(t.co);
     // Tile rows per band: V [36][Cin][T8] and M [36][T8][CoutP] of one band
     // must each fit one binding (large images run in several bands).
@@ -377,12 +421,18 @@ pub(super) fn run(
     let plain = Epilogue::default().defines(false);
     // Vector row loads need zero padding 1 and 4 | W; whole-row vector
     // stores need 4 | Wo (then every tile row is aligned).
-    let in_entry = if w % 4 == 0 && conv.cfg.padding.1 == 1 && !reflect {
+    let in_entry = if d > 1 {
+        "wtind"
+    } else if w % 4 == 0 && conv.cfg.padding.1 == 1 && !reflect {
         "wtin4"
     } else {
         "wtin"
     };
-    let out_entry = if wo % 4 == 0 { "wtout4" } else { "wtout" };
+    let out_entry = if d == 1 && wo % 4 == 0 {
+        "wtout4"
+    } else {
+        "wtout"
+    };
     for ty0 in (0..th_all).step_by(band) {
         let th = band.min(th_all - ty0);
         let t8 = t8_of(th);
@@ -416,6 +466,10 @@ pub(super) fn run(
             t8: t8 as u32,
             coutp: coutp as u32,
             ty0: ty0 as u32,
+            dil: d as u32,
+            ths: ths as u32,
+            tws: tws as u32,
+            twi: twi as u32,
             ..Params::default()
         };
 
@@ -447,7 +501,7 @@ pub(super) fn run(
             ),
         )?;
 
-        let total = n * (coutp / 4) * th * tw;
+        let total = n * (coutp / 4) * th * twi;
         let k = wino_kernel(out_entry, dt, false, t).defines(epi.defines(conv.bias.is_some()));
         gpu.dispatch(
             &k,
