@@ -9,6 +9,7 @@ use super::stdio::LogPipe;
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
@@ -65,11 +66,63 @@ pub(crate) fn guest<'a, R>(
 
 /// When and how hard runaway guests are slowed down (see
 /// [`PluginHostConfig::throttle_after`](super::PluginHostConfig::throttle_after)).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Throttle {
     /// `None`: never throttle.
     pub after: Option<Duration>,
     pub pause: Duration,
+    pub contention: Arc<Contention>,
+}
+
+/// A yield that took longer than this ran other tasks: the workers are contended.
+const CONTENDED: Duration = Duration::from_micros(20);
+/// How long one contended yield keeps throttled guests pausing.
+const BUSY_WINDOW: Duration = Duration::from_millis(100);
+
+/// When a throttled guest last found other tasks waiting for its worker, shared by all calls.
+#[derive(Debug)]
+pub(crate) struct Contention {
+    since: Instant,
+    /// Microseconds after `since` of the last contended yield (0: never).
+    last_us: AtomicU64,
+}
+
+impl Contention {
+    pub fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            last_us: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        let now = self.since.elapsed().as_micros() as u64;
+        self.last_us.store(now.max(1), Ordering::Relaxed);
+    }
+
+    fn recent(&self) -> bool {
+        let last = self.last_us.load(Ordering::Relaxed);
+        last != 0 && self.since.elapsed().as_micros() as u64 - last < BUSY_WINDOW.as_micros() as u64
+    }
+}
+
+/// A throttled guest's yield. A runaway call (past the threshold) always pauses, so it takes
+/// about `tick / (tick + pause)` of a worker. A call throttled only because its tenant is hot
+/// goes to the back of the worker's queue and pauses only while any throttled guest has
+/// recently found other tasks waiting (this one included): a lone tenant's back-to-back short
+/// calls on an idle server keep their speed.
+async fn throttled_yield(runaway: bool, pause: Duration, contention: Arc<Contention>) {
+    if !runaway {
+        let yielded = Instant::now();
+        tokio::task::yield_now().await;
+        if yielded.elapsed() >= CONTENDED {
+            contention.mark();
+        }
+        if !contention.recent() {
+            return;
+        }
+    }
+    tokio::time::sleep(pause).await;
 }
 
 /// Runs `f` in a fresh store limited by `env.limits`, on the calling task.
@@ -131,10 +184,12 @@ pub(crate) async fn execute<R>(
                 }
                 // Every tick gives the worker back to the executor, so a spinning guest
                 // delays other tasks on its worker by one tick at most; a throttled one
-                // also sleeps, capping the share of a core it takes.
-                let throttled = hot || throttle.after.is_some_and(|after| ran > after);
-                Ok(if throttled {
-                    UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(throttle.pause)))
+                // also pauses (see `throttled_yield`).
+                let runaway = throttle.after.is_some_and(|after| ran > after);
+                Ok(if runaway || hot {
+                    let contention = throttle.contention.clone();
+                    let pause = throttled_yield(runaway, throttle.pause, contention);
+                    UpdateDeadline::YieldCustom(1, Box::pin(pause))
                 } else {
                     UpdateDeadline::Yield(1)
                 })

@@ -30,15 +30,16 @@ pub struct PluginHostConfig {
     pub max_wasm_stack: usize,
     /// Largest HTTP request body passed to an endpoint plugin.
     pub max_http_request_bytes: usize,
-    /// A guest call that has run this long is throttled for the rest of the call, and so is
-    /// every call of a tenant that has recently kept more than half a core busy (`None`
-    /// never throttles): at each epoch tick it pauses for [`throttle_pause`] before going on,
-    /// leaving the workers to other tenants.
+    /// A guest call that has run this long is throttled for the rest of the call (`None`
+    /// never throttles): it pauses for [`throttle_pause`] at each epoch tick, leaving the
+    /// workers to other tasks. Calls of a tenant that has recently kept more than half a core
+    /// busy are throttled from their first tick, but pause only while the workers are
+    /// contended (so a lone tenant's back-to-back calls keep their speed).
     ///
     /// [`throttle_pause`]: Self::throttle_pause
     pub throttle_after: Option<Duration>,
-    /// How long a throttled guest pauses at each epoch tick: with a tick of `t` it runs at
-    /// most `t / (t + pause)` of a core (25% with the defaults).
+    /// How long a throttled guest pauses at an epoch tick: with a tick of `t` it takes about
+    /// `t / (t + pause)` of a worker (25% with the defaults).
     pub throttle_pause: Duration,
 }
 

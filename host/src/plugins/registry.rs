@@ -3,7 +3,7 @@
 
 use super::Called;
 use super::bindings::{ProcessorPre, RouterPre};
-use super::call::{CallReport, GuestFuture, Throttle, execute};
+use super::call::{CallReport, Contention, GuestFuture, Throttle, execute};
 use super::compile::{forbidden_imports, infer_world, load_or_compile};
 use super::engine::{PluginHostConfig, build_engine, build_linker, engine_key, start_ticker};
 use super::errors::{CallError, InitError, UploadError};
@@ -100,6 +100,8 @@ impl Tenant {
 
 pub(crate) struct Inner {
     pub engine: Engine,
+    /// Whether throttled guests recently found the workers contended.
+    contention: Arc<Contention>,
     linker: Linker<CallState>,
     engine_key: String,
     pub cfg: PluginHostConfig,
@@ -158,6 +160,7 @@ impl PluginHost {
             inner: Arc::new(Inner {
                 engine_key: engine_key(&engine),
                 engine,
+                contention: Arc::new(Contention::new()),
                 linker,
                 cfg,
                 kv,
@@ -501,6 +504,7 @@ impl PluginHost {
         let throttle = Throttle {
             after: cfg.throttle_after,
             pause: cfg.throttle_pause,
+            contention: self.inner.contention.clone(),
         };
         let pre = loaded.pre.clone();
         let result = execute(
