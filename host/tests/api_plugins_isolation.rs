@@ -190,9 +190,9 @@ async fn a_spinning_tenant_does_not_slow_another_tenants_requests() {
     // async worker, the job worker or B's call slot would add its full 300 ms per call.
     // Guests run on the async workers and yield at every epoch tick; a runaway one pauses
     // at each tick (a quarter of a worker at most). Measured on this machine (load average
-    // 4, 2026-11-21): endpoint idle 0.8-1.8 ms, attacked 2.7-6.7 ms; convert idle 8-18 ms,
-    // attacked 17-33 ms (before, with guests on blocking threads demoted to SCHED_IDLE:
-    // endpoint attacked 2.3-4.4 ms, convert 38-64 ms). The floors are about twice the worst
+    // 4, 2026-11-21): endpoint idle 0.8-1.4 ms, attacked 2.7-3.8 ms; convert idle 11-15 ms,
+    // attacked 17-23 ms (before, with guests on blocking threads demoted to SCHED_IDLE:
+    // endpoint attacked 2.3-4.4 ms, convert 38-64 ms). The floors are about 2.5x the worst
     // attacked p99 seen.
     const ENDPOINT_FLOOR_US: u64 = 10_000;
     const CONVERT_FLOOR_US: u64 = 60_000;
