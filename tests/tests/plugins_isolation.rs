@@ -43,6 +43,8 @@ async fn pre(h: &PluginHost, plugin: &str, task: &str) -> Result<PluginRequest, 
 struct Measurement {
     idle_p50: u64,
     loaded_p50: u64,
+    idle_p99_median: u64,
+    loaded_p99_median: u64,
     summary: String,
     outcomes: Vec<&'static str>,
 }
@@ -126,19 +128,19 @@ async fn measure(h: &PluginHost) -> Measurement {
     Measurement {
         idle_p50,
         loaded_p50,
+        idle_p99_median,
+        loaded_p99_median,
         summary,
         outcomes,
     }
 }
 
 /// A well-behaved tenant's calls while the hostile corpus runs: every hostile call is
-/// contained, and the good tenant's median latency stays within 2x of idle. The latency
-/// comparison is a measurement on a possibly shared machine, so it gets up to three attempts;
-/// containment must hold in every one.
-///
-/// The goal is the p99 within 2x; the test prints it but does not assert it yet: on a
-/// 2-core machine shared with other builds the p99 under attack measured 0.3-2 ms against an
-/// idle 0.1-0.3 ms (see BENCHMARKS.md), so asserting it would fail, or pass, by chance.
+/// contained, and the good tenant's median latency and p99 (the median of the windows' p99s)
+/// stay within 2x of idle, the goal. The latency comparison is a measurement on a
+/// possibly shared machine, so it gets up to three attempts; containment must hold in every
+/// one. (With guests on the async workers, yielding at every epoch tick and runaway ones
+/// pausing, the p99 measured 1.1-1.3x idle here at load average 4.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_well_behaved_tenant_is_not_slowed_by_a_hostile_one() {
     let h = hostile_host().await;
@@ -163,11 +165,11 @@ async fn a_well_behaved_tenant_is_not_slowed_by_a_hostile_one() {
             "every hostile call was contained: {:?}",
             m.outcomes
         );
-        let ok = m.loaded_p50 <= 2 * m.idle_p50;
+        let ok = m.loaded_p50 <= 2 * m.idle_p50 && m.loaded_p99_median <= 2 * m.idle_p99_median;
         attempts.push(m.summary);
         if ok {
             return;
         }
     }
-    panic!("p50 under attack > 2 x idle in every attempt: {attempts:#?}");
+    panic!("p50 or p99 under attack > 2 x idle in every attempt: {attempts:#?}");
 }

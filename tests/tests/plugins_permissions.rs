@@ -2,8 +2,8 @@
 //! the guest can handle), and serves one with it.
 
 use easel_host::plugins::{
-    Capabilities, KvQuota, MemoryKv, ModelCall, ModelResult, ModelRunError, ModelRunner,
-    ParamValue, PluginHost, PluginImage, PluginRequest, TenantPolicy,
+    Capabilities, KvQuota, MemoryKv, ModelCall, ModelFuture, ModelResult, ModelRunError,
+    ModelRunner, ParamValue, PluginHost, PluginImage, PluginRequest, TenantPolicy,
 };
 use easel_tests::plugins::{component, test_config};
 use std::sync::Arc;
@@ -12,28 +12,36 @@ use std::sync::Arc;
 struct Invert;
 
 impl ModelRunner for Invert {
-    fn run(&self, call: ModelCall<'_>) -> Result<ModelResult, ModelRunError> {
-        if call.task != "invert" {
-            return Err(ModelRunError::new("model_unavailable", call.task));
-        }
-        let images = call
-            .inputs
-            .iter()
-            .map(|i| {
-                let mut px = (*i.pixels).clone();
-                for p in px.pixels_mut() {
-                    for c in 0..3 {
-                        p.0[c] = 255 - p.0[c];
-                    }
-                }
-                PluginImage::new(px)
-            })
-            .collect();
-        Ok(ModelResult {
-            images,
-            metadata: serde_json::json!({"model": "invert"}),
+    fn run<'a>(&'a self, call: ModelCall<'a>) -> ModelFuture<'a> {
+        Box::pin(async move {
+            // Like the scheduler, suspend the guest's call before answering.
+            tokio::task::yield_now().await;
+            invert(call)
         })
     }
+}
+
+fn invert(call: ModelCall<'_>) -> Result<ModelResult, ModelRunError> {
+    if call.task != "invert" {
+        return Err(ModelRunError::new("model_unavailable", call.task));
+    }
+    let images = call
+        .inputs
+        .iter()
+        .map(|i| {
+            let mut px = (*i.pixels).clone();
+            for p in px.pixels_mut() {
+                for c in 0..3 {
+                    p.0[c] = 255 - p.0[c];
+                }
+            }
+            PluginImage::new(px)
+        })
+        .collect();
+    Ok(ModelResult {
+        images,
+        metadata: serde_json::json!({"model": "invert"}),
+    })
 }
 
 fn host() -> PluginHost {

@@ -1,6 +1,6 @@
 //! A plugin endpoint under load vs a native route, through the real `easel` binary on
 //! loopback: requests/s of `GET /v1/x/ep/ping` (the Rust `test-endpoint` component: a fresh
-//! store and instance per request, on a blocking thread) against `GET /v1/plugins` (a native
+//! store and instance per request, run on the async worker serving the request) against `GET /v1/plugins` (a native
 //! authenticated route answering from memory) and `/healthz` (no authentication). Both
 //! authenticated routes pay the same API-key lookup.
 //!

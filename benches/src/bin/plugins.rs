@@ -1,7 +1,7 @@
 //! Plugin-host benchmarks (numbers go to BENCHMARKS.md):
 //!
-//! 1. instantiate + call of a no-op processor: end to end through `PluginHost` (including the
-//!    hop to the blocking thread) and in-thread (store + instantiate + call, from the report);
+//! 1. instantiate + call of a no-op processor: end to end through `PluginHost` (the call runs
+//!    on the calling task) and inside the call (store + instantiate + call, from the report);
 //! 2. a 4 MiB image through a pass-through processor, by handle and by bytes;
 //! 3. the JavaScript endpoint under concurrent load against a native handler doing the same
 //!    work (in process, no sockets), as requests per second.
@@ -68,7 +68,7 @@ async fn main() -> Result<()> {
         pct(&mut e2e, 99.0)
     );
     println!(
-        "no-op processor, store + instantiate + call on the guest thread: p50 {:.1} us, p99 {:.1} us",
+        "no-op processor, store + instantiate + call (CallReport.wall_us): p50 {:.1} us, p99 {:.1} us",
         pct(&mut inside, 50.0),
         pct(&mut inside, 99.0)
     );
@@ -95,7 +95,7 @@ async fn main() -> Result<()> {
             }
         }
         println!(
-            "4 MiB image by {via}: end to end p50 {:.1} us p99 {:.1} us; on the guest thread p50 {:.1} us",
+            "4 MiB image by {via}: end to end p50 {:.1} us p99 {:.1} us; inside the call p50 {:.1} us",
             pct(&mut e2e, 50.0),
             pct(&mut e2e, 99.0),
             pct(&mut inside, 50.0)

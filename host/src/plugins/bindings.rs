@@ -7,8 +7,13 @@ mod processor_world {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "easel:plugin/processor",
-        // Host functions return `wasmtime::Result` so a limit can end the call.
-        imports: { default: trappable },
+        // Host functions return `wasmtime::Result` so a limit can end the call. Guests run on
+        // the async runtime: `models.run` awaits the model scheduler; the rest answer at once.
+        imports: {
+            "easel:plugin/models.run": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
         with: {
             "easel:plugin/images.image": crate::plugins::images::PluginImage,
         },
@@ -20,7 +25,10 @@ mod router_world {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "easel:plugin/router",
+        // The `easel:plugin` interfaces (their async `models.run` included) come from the
+        // processor world's bindings.
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "easel:plugin": super::processor_world::easel::plugin,
         },

@@ -1,12 +1,15 @@
-//! Running one guest call: a fresh `Store` with the call's limits, on the current (blocking)
-//! thread, and turning whatever ended it into a [`CallError`].
+//! Running one guest call: a fresh `Store` with the call's limits, on the current async task
+//! (the guest runs on a fiber and yields to the executor at every epoch tick), and turning
+//! whatever ended it into a [`CallError`].
 
 use super::errors::{CallError, Violation};
 use super::limits::Limits;
-use super::sched;
 use super::state::{CallEnv, CallState, Limiter, LogBuffer, LogLevel, LogLine, SharedLog};
 use super::stdio::LogPipe;
 use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
@@ -51,13 +54,84 @@ impl From<CallError> for Fault {
     }
 }
 
-/// Runs `f` in a fresh store limited by `env.limits`. Blocking.
-pub(crate) fn execute<R>(
+/// The guest's part of a call: instantiates and calls into the store it is given.
+pub(crate) type GuestFuture<'a, R> = Pin<Box<dyn Future<Output = Result<R, Fault>> + Send + 'a>>;
+
+/// Boxes the guest's part of a call (and fixes its output type for `?` inside).
+pub(crate) fn guest<'a, R>(
+    f: impl Future<Output = Result<R, Fault>> + Send + 'a,
+) -> GuestFuture<'a, R> {
+    Box::pin(f)
+}
+
+/// When and how hard runaway guests are slowed down (see
+/// [`PluginHostConfig::throttle_after`](super::PluginHostConfig::throttle_after)).
+#[derive(Clone, Debug)]
+pub(crate) struct Throttle {
+    /// `None`: never throttle.
+    pub after: Option<Duration>,
+    pub pause: Duration,
+    pub contention: Arc<Contention>,
+}
+
+/// A yield that took longer than this ran other tasks: the workers are contended.
+const CONTENDED: Duration = Duration::from_micros(20);
+/// How long one contended yield keeps throttled guests pausing.
+const BUSY_WINDOW: Duration = Duration::from_millis(100);
+
+/// When a throttled guest last found other tasks waiting for its worker, shared by all calls.
+#[derive(Debug)]
+pub(crate) struct Contention {
+    since: Instant,
+    /// Microseconds after `since` of the last contended yield (0: never).
+    last_us: AtomicU64,
+}
+
+impl Contention {
+    pub fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            last_us: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        let now = self.since.elapsed().as_micros() as u64;
+        self.last_us.store(now.max(1), Ordering::Relaxed);
+    }
+
+    fn recent(&self) -> bool {
+        let last = self.last_us.load(Ordering::Relaxed);
+        last != 0 && self.since.elapsed().as_micros() as u64 - last < BUSY_WINDOW.as_micros() as u64
+    }
+}
+
+/// A throttled guest's yield. A runaway call (past the threshold) always pauses, so it takes
+/// about `tick / (tick + pause)` of a worker. A call throttled only because its tenant is hot
+/// goes to the back of the worker's queue and pauses only while any throttled guest has
+/// recently found other tasks waiting (this one included): a lone tenant's back-to-back short
+/// calls on an idle server keep their speed.
+async fn throttled_yield(runaway: bool, pause: Duration, contention: Arc<Contention>) {
+    if !runaway {
+        let yielded = Instant::now();
+        tokio::task::yield_now().await;
+        if yielded.elapsed() >= CONTENDED {
+            contention.mark();
+        }
+        if !contention.recent() {
+            return;
+        }
+    }
+    tokio::time::sleep(pause).await;
+}
+
+/// Runs `f` in a fresh store limited by `env.limits`, on the calling task.
+pub(crate) async fn execute<R>(
     engine: &Engine,
-    demote_after: Option<Duration>,
+    throttle: Throttle,
     env: Arc<CallEnv>,
     report: &mut CallReport,
-    f: impl FnOnce(&mut Store<CallState>) -> Result<R, Fault>,
+    f: impl for<'a> FnOnce(&'a mut Store<CallState>) -> GuestFuture<'a, R>,
 ) -> Result<R, CallError> {
     let limits = env.limits.clone();
     let log: SharedLog = Arc::new(Mutex::new(LogBuffer {
@@ -93,47 +167,38 @@ pub(crate) fn execute<R>(
         started: Instant::now(),
         model_time: Default::default(),
         violation: None,
-        demoted_from: None,
     };
+    // A tenant that has been keeping a core busy is throttled from its call's first tick.
+    let hot = throttle.after.is_some() && state.env.load.hot();
     let mut store = Store::new(engine, state);
-    if demote_after.is_some()
-        && store.data().env.load.hot()
-        && let Some(nice) = sched::current_nice()
-        && sched::set_nice(sched::DEMOTED_NICE.max(nice))
-    {
-        // This tenant has been keeping a core busy: its call starts at low priority.
-        store.data_mut().demoted_from = Some(nice);
-    }
     store.limiter(|s| &mut s.limiter);
-    let result = (|| {
-        store.set_fuel(limits.fuel)?;
-        let wall = limits.wall_time();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |mut ctx| {
-            let ran = ctx.data().guest_time();
-            if ran > wall {
-                ctx.data_mut().violation = Some(Violation::Timeout);
-                return Err(Violation::Timeout.into());
-            }
-            if let Some(after) = demote_after
-                && ran > after
-                && ctx.data().demoted_from.is_none()
-                && let Some(nice) = sched::current_nice()
-                && sched::set_nice(sched::DEMOTED_NICE.max(nice))
-            {
-                ctx.data_mut().demoted_from = Some(nice);
-            }
-            Ok(UpdateDeadline::Continue(1))
-        });
-        f(&mut store)
-    })();
-    store.data().env.load.add(store.data().guest_time());
-    if let Some(nice) = store.data().demoted_from {
-        // Supported was checked at startup, so this succeeds; the thread is reused.
-        if !sched::set_nice(nice) {
-            tracing::warn!("could not restore a plugin thread's priority to {nice}");
+    let result = match store.set_fuel(limits.fuel) {
+        Ok(()) => {
+            let wall = limits.wall_time();
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |mut ctx| {
+                let ran = ctx.data().guest_time();
+                if ran > wall {
+                    ctx.data_mut().violation = Some(Violation::Timeout);
+                    return Err(Violation::Timeout.into());
+                }
+                // Every tick gives the worker back to the executor, so a spinning guest
+                // delays other tasks on its worker by one tick at most; a throttled one
+                // also pauses (see `throttled_yield`).
+                let runaway = throttle.after.is_some_and(|after| ran > after);
+                Ok(if runaway || hot {
+                    let contention = throttle.contention.clone();
+                    let pause = throttled_yield(runaway, throttle.pause, contention);
+                    UpdateDeadline::YieldCustom(1, Box::pin(pause))
+                } else {
+                    UpdateDeadline::Yield(1)
+                })
+            });
+            f(&mut store).await
         }
-    }
+        Err(e) => Err(Fault::Wasm(e)),
+    };
+    store.data().env.load.add(store.data().guest_time());
     let fuel_left = store.get_fuel().unwrap_or(0);
     let data = store.data();
     report.wall_us = data.started.elapsed().as_micros() as u64;

@@ -1,5 +1,6 @@
-//! The wasmtime engine every plugin runs on: pooling allocator, fuel, epoch interruption,
-//! and the ticker thread that drives epochs.
+//! The wasmtime engine every plugin runs on: async support (guests run on the tokio workers
+//! and yield at every epoch), pooling allocator, fuel, epoch interruption, and the ticker
+//! thread that drives epochs.
 
 use super::bindings::Processor;
 use super::limits::Limits;
@@ -20,8 +21,8 @@ pub struct PluginHostConfig {
     pub compile_timeout: Duration,
     /// Ceilings no tenant or plugin setting can exceed.
     pub caps: Limits,
-    /// How often the engine's epoch advances; wall-time limits are checked at this
-    /// granularity.
+    /// How often the engine's epoch advances. A running guest yields its async worker to
+    /// other tasks at every tick, and wall-time limits are checked at this granularity.
     pub epoch_tick: Duration,
     /// Component instances alive at once (the pooling allocator's slots).
     pub pool_instances: u32,
@@ -29,9 +30,17 @@ pub struct PluginHostConfig {
     pub max_wasm_stack: usize,
     /// Largest HTTP request body passed to an endpoint plugin.
     pub max_http_request_bytes: usize,
-    /// A guest that has run this long gets a lower CPU priority for the rest of its call
-    /// (`None` never demotes). Other tenants' short calls then preempt it.
-    pub demote_after: Option<Duration>,
+    /// A guest call that has run this long is throttled for the rest of the call (`None`
+    /// never throttles): it pauses for [`throttle_pause`] at each epoch tick, leaving the
+    /// workers to other tasks. Calls of a tenant that has recently kept more than half a core
+    /// busy are throttled from their first tick, but pause only while the workers are
+    /// contended (so a lone tenant's back-to-back calls keep their speed).
+    ///
+    /// [`throttle_pause`]: Self::throttle_pause
+    pub throttle_after: Option<Duration>,
+    /// How long a throttled guest pauses at an epoch tick: with a tick of `t` it takes about
+    /// `t / (t + pause)` of a worker (25% with the defaults).
+    pub throttle_pause: Duration,
 }
 
 impl PluginHostConfig {
@@ -46,7 +55,8 @@ impl PluginHostConfig {
             pool_instances: 256,
             max_wasm_stack: 512 << 10,
             max_http_request_bytes: 16 << 20,
-            demote_after: Some(Duration::from_millis(5)),
+            throttle_after: Some(Duration::from_millis(5)),
+            throttle_pause: Duration::from_millis(6),
         }
     }
 }
@@ -64,6 +74,8 @@ pub(crate) fn build_engine(cfg: &PluginHostConfig) -> wasmtime::Result<Engine> {
         .max_tables_per_component(16)
         .max_memory_size(cfg.caps.memory_bytes as usize)
         .table_elements(cfg.caps.table_elements as usize)
+        // One fiber stack per running call.
+        .total_stacks(n)
         // Reset the first pages of a freed slot with memset rather than madvise: returning
         // them to the kernel costs a TLB shootdown (an IPI to every core) per instance, which
         // dominated short endpoint calls under load.
@@ -74,6 +86,8 @@ pub(crate) fn build_engine(cfg: &PluginHostConfig) -> wasmtime::Result<Engine> {
         .consume_fuel(true)
         .epoch_interruption(true)
         .max_wasm_stack(cfg.max_wasm_stack)
+        // The fiber a guest runs on holds its wasm stack plus the host functions' frames.
+        .async_stack_size((cfg.max_wasm_stack + (1 << 20)).max(2 << 20))
         .cranelift_opt_level(OptLevel::Speed)
         .parallel_compilation(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -99,8 +113,8 @@ pub(crate) fn start_ticker(engine: &Engine, tick: Duration) {
 /// `wasi:http` types, and the `easel:plugin` host interfaces.
 pub(crate) fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Processor::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
     Ok(linker)
 }

@@ -4,7 +4,7 @@
 //! to the output limit. Any failure (limit, trap, no response) answers with a non-2xx status
 //! and a JSON error naming it.
 
-use super::call::{CallReport, Fault};
+use super::call::{CallReport, Fault, guest};
 use super::errors::CallError;
 use super::manifest::World;
 use super::registry::{PluginHost, Pre};
@@ -122,36 +122,38 @@ impl PluginHost {
             Full::new(body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
         );
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let call = self.spawn(prepared, move |store, pre| {
-            let Pre::Endpoint(pre) = pre else {
-                return Err(CallError::Internal("world mismatch".into()).into());
-            };
-            let data = store.data_mut();
-            let req = data.http().new_incoming_request(Scheme::Http, req)?;
-            let out = data.http().new_response_outparam(tx)?;
-            let proxy = pre.instantiate(&mut *store)?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut *store, req, out)
-                .map_err(Fault::Wasm)
+        let call = self.execute(prepared, move |store, pre| {
+            guest(async move {
+                let Pre::Endpoint(pre) = pre else {
+                    return Err(CallError::Internal("world mismatch".into()).into());
+                };
+                let data = store.data_mut();
+                let req = data.http().new_incoming_request(Scheme::Http, req)?;
+                let out = data.http().new_response_outparam(tx)?;
+                let proxy = pre.instantiate_async(&mut *store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut *store, req, out)
+                    .await
+                    .map_err(Fault::Wasm)
+            })
         });
         // The guest may stream its body after setting the response, so read it while the
-        // call runs; then wait for the call, whose failure overrides a partial response.
-        let response = match rx.await {
-            Ok(Ok(resp)) => {
-                let (parts, body) = resp.into_parts();
-                Some(collect_limited(body, limit).await.map(|b| (parts, b)))
+        // call runs (both on this task); the call's failure overrides a partial response.
+        let response = async {
+            match rx.await {
+                Ok(Ok(resp)) => {
+                    let (parts, body) = resp.into_parts();
+                    Some(collect_limited(body, limit).await.map(|b| (parts, b)))
+                }
+                Ok(Err(code)) => Some(Err(CallError::Guest {
+                    code: "http_error".into(),
+                    message: format!("{code:?}"),
+                })),
+                Err(_) => None,
             }
-            Ok(Err(code)) => Some(Err(CallError::Guest {
-                code: "http_error".into(),
-                message: format!("{code:?}"),
-            })),
-            Err(_) => None,
         };
-        let called = match call.await {
-            Ok(c) => c,
-            Err(join) => return fail(CallError::Internal(format!("plugin thread: {join}"))),
-        };
+        let (called, response) = tokio::join!(call, response);
         let result = match (called.result, response) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(r)) => r,

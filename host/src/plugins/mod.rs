@@ -6,12 +6,15 @@
 //!   keeps an `InstancePre` per version.
 //! - [`PluginHost::call_preprocess`], [`call_postprocess`](PluginHost::call_postprocess),
 //!   [`call_router`](PluginHost::call_router) and [`handle_http`](PluginHost::handle_http)
-//!   instantiate into a fresh `Store` from the pooling allocator on a blocking thread, under
+//!   instantiate into a fresh `Store` from the pooling allocator on the calling task, under
 //!   the tenant's limits (wall time by epoch, fuel, memory, tables, instances, output, log,
 //!   host calls), and return a [`CallReport`] either way.
 //!
-//! Guests run on tokio's blocking pool, one thread per running call, so a spinning guest holds
-//! a thread, not an async worker; each tenant's concurrent calls are capped by its policy.
+//! Guests run on the tokio workers (wasmtime's async support: each call on a fiber), with no
+//! hop to another thread. At every epoch tick a guest yields its worker to the other tasks;
+//! a guest that has run past a threshold, or whose tenant has been keeping a core busy, also
+//! pauses at each tick, which caps the share of a core it takes. Each tenant's concurrent
+//! calls are capped by its policy.
 
 mod bindings;
 mod call;
@@ -27,10 +30,10 @@ mod manifest;
 mod model_runner;
 mod processor;
 mod registry;
-mod sched;
 mod state;
 mod stdio;
 mod store;
+mod tenant_load;
 mod values;
 
 pub use call::CallReport;
@@ -40,7 +43,7 @@ pub use images::PluginImage;
 pub use kv_store::{KvError, KvScope, KvStore, MemoryKv};
 pub use limits::{LimitOverrides, Limits};
 pub use manifest::{Capabilities, KvQuota, Manifest, TenantPolicy, World};
-pub use model_runner::{ModelCall, ModelResult, ModelRunError, ModelRunner, NoModels};
+pub use model_runner::{ModelCall, ModelFuture, ModelResult, ModelRunError, ModelRunner, NoModels};
 pub use processor::ImageInfo;
 pub use registry::{LogRecord, PluginHost, PluginVersionInfo, PluginVersions};
 pub use state::{LogLevel, LogLine};

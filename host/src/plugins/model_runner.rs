@@ -2,6 +2,8 @@
 
 use super::images::PluginImage;
 use super::values::ParamValue;
+use std::future::Future;
+use std::pin::Pin;
 
 /// One `models.run` call, after the permission check.
 pub struct ModelCall<'a> {
@@ -38,21 +40,24 @@ impl ModelRunError {
     }
 }
 
-/// Runs tasks for plugins. The server plugs its GPU scheduler in here; runs block the guest's
-/// thread (guests run on dedicated blocking threads), and their time is not charged to the
-/// plugin's wall-time limit.
+/// What [`ModelRunner::run`] returns: the run, awaited by the guest's call.
+pub type ModelFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ModelResult, ModelRunError>> + Send + 'a>>;
+
+/// Runs tasks for plugins. The server plugs its GPU scheduler in here. Guests run on the
+/// async runtime, so a run must not block: the guest's call awaits the returned future
+/// (other calls go on meanwhile), and its time is not charged to the plugin's wall-time
+/// limit.
 pub trait ModelRunner: Send + Sync + 'static {
-    fn run(&self, call: ModelCall<'_>) -> Result<ModelResult, ModelRunError>;
+    fn run<'a>(&'a self, call: ModelCall<'a>) -> ModelFuture<'a>;
 }
 
 /// The runner when none is configured: every task is unavailable.
 pub struct NoModels;
 
 impl ModelRunner for NoModels {
-    fn run(&self, call: ModelCall<'_>) -> Result<ModelResult, ModelRunError> {
-        Err(ModelRunError::new(
-            "model_unavailable",
-            format!("no model runner serves task `{}` here", call.task),
-        ))
+    fn run<'a>(&'a self, call: ModelCall<'a>) -> ModelFuture<'a> {
+        let message = format!("no model runner serves task `{}` here", call.task);
+        Box::pin(async move { Err(ModelRunError::new("model_unavailable", message)) })
     }
 }

@@ -2,7 +2,7 @@
 
 use super::Called;
 use super::bindings::easel::plugin::{images, pipeline};
-use super::call::Fault;
+use super::call::{Fault, guest};
 use super::errors::CallError;
 use super::images::PluginImage;
 use super::manifest::World;
@@ -98,30 +98,33 @@ impl PluginHost {
         req: PluginRequest,
     ) -> Called<PluginRequest> {
         self.run(tenant, plugin, World::Processor, move |store, pre| {
-            let Pre::Processor(pre) = pre else {
-                return Err(CallError::Internal("world mismatch".into()).into());
-            };
-            let inst = pre.instantiate(&mut *store)?;
-            let images = push_all(store, req.images)?;
-            let wreq = pipeline::Request {
-                task: req.task,
-                params: params_to_wit(&req.params),
-                images,
-            };
-            let out = inst
-                .call_preprocess(&mut *store, &wreq)?
-                .map_err(guest_error)?;
-            let req = PluginRequest {
-                task: out.task,
-                params: params_from_wit(out.params)?,
-                images: take_all(store, out.images)?,
-            };
-            let limit = store.data().env.limits.output_bytes;
-            let size = request_size(&req);
-            if size > limit {
-                return Err(CallError::OutputTooLarge { size, limit }.into());
-            }
-            Ok(req)
+            guest(async move {
+                let Pre::Processor(pre) = pre else {
+                    return Err(CallError::Internal("world mismatch".into()).into());
+                };
+                let inst = pre.instantiate_async(&mut *store).await?;
+                let images = push_all(store, req.images)?;
+                let wreq = pipeline::Request {
+                    task: req.task,
+                    params: params_to_wit(&req.params),
+                    images,
+                };
+                let out = inst
+                    .call_preprocess(&mut *store, &wreq)
+                    .await?
+                    .map_err(guest_error)?;
+                let req = PluginRequest {
+                    task: out.task,
+                    params: params_from_wit(out.params)?,
+                    images: take_all(store, out.images)?,
+                };
+                let limit = store.data().env.limits.output_bytes;
+                let size = request_size(&req);
+                if size > limit {
+                    return Err(CallError::OutputTooLarge { size, limit }.into());
+                }
+                Ok(req)
+            })
         })
         .await
     }
@@ -137,31 +140,34 @@ impl PluginHost {
     ) -> Called<PluginOutput> {
         let task = task.to_owned();
         self.run(tenant, plugin, World::Processor, move |store, pre| {
-            let Pre::Processor(pre) = pre else {
-                return Err(CallError::Internal("world mismatch".into()).into());
-            };
-            let inst = pre.instantiate(&mut *store)?;
-            let ctx = pipeline::Context {
-                task,
-                params: params_to_wit(&params),
-            };
-            let out = pipeline::Output {
-                images: push_all(store, output.images)?,
-                masks: push_all(store, output.masks)?,
-                audio: output
-                    .audio
-                    .into_iter()
-                    .map(|a| pipeline::Audio {
-                        media_type: a.media_type,
-                        bytes: a.bytes,
-                    })
-                    .collect(),
-                metadata: serde_json::Value::Object(output.metadata).to_string(),
-            };
-            let out = inst
-                .call_postprocess(&mut *store, &ctx, &out)?
-                .map_err(guest_error)?;
-            output_from_wit(store, out)
+            guest(async move {
+                let Pre::Processor(pre) = pre else {
+                    return Err(CallError::Internal("world mismatch".into()).into());
+                };
+                let inst = pre.instantiate_async(&mut *store).await?;
+                let ctx = pipeline::Context {
+                    task,
+                    params: params_to_wit(&params),
+                };
+                let out = pipeline::Output {
+                    images: push_all(store, output.images)?,
+                    masks: push_all(store, output.masks)?,
+                    audio: output
+                        .audio
+                        .into_iter()
+                        .map(|a| pipeline::Audio {
+                            media_type: a.media_type,
+                            bytes: a.bytes,
+                        })
+                        .collect(),
+                    metadata: serde_json::Value::Object(output.metadata).to_string(),
+                };
+                let out = inst
+                    .call_postprocess(&mut *store, &ctx, &out)
+                    .await?
+                    .map_err(guest_error)?;
+                output_from_wit(store, out)
+            })
         })
         .await
     }
@@ -177,24 +183,29 @@ impl PluginHost {
     ) -> Called<Plan> {
         let task = task.to_owned();
         self.run(tenant, plugin, World::Router, move |store, pre| {
-            let Pre::Router(pre) = pre else {
-                return Err(CallError::Internal("world mismatch".into()).into());
-            };
-            let inst = pre.instantiate(&mut *store)?;
-            let req = pipeline::RouteRequest {
-                task,
-                params: params_to_wit(&params),
-                images: images
-                    .iter()
-                    .map(|i| images::Info {
-                        width: i.width,
-                        height: i.height,
-                        has_alpha: i.has_alpha,
-                    })
-                    .collect(),
-            };
-            let plan = inst.call_route(&mut *store, &req)?.map_err(guest_error)?;
-            Ok(plan_from_wit(plan)?)
+            guest(async move {
+                let Pre::Router(pre) = pre else {
+                    return Err(CallError::Internal("world mismatch".into()).into());
+                };
+                let inst = pre.instantiate_async(&mut *store).await?;
+                let req = pipeline::RouteRequest {
+                    task,
+                    params: params_to_wit(&params),
+                    images: images
+                        .iter()
+                        .map(|i| images::Info {
+                            width: i.width,
+                            height: i.height,
+                            has_alpha: i.has_alpha,
+                        })
+                        .collect(),
+                };
+                let plan = inst
+                    .call_route(&mut *store, &req)
+                    .await?
+                    .map_err(guest_error)?;
+                Ok(plan_from_wit(plan)?)
+            })
         })
         .await
     }

@@ -3,24 +3,23 @@
 
 use super::Called;
 use super::bindings::{ProcessorPre, RouterPre};
-use super::call::{CallReport, Fault, execute};
+use super::call::{CallReport, Contention, GuestFuture, Throttle, execute};
 use super::compile::{forbidden_imports, infer_world, load_or_compile};
 use super::engine::{PluginHostConfig, build_engine, build_linker, engine_key, start_ticker};
 use super::errors::{CallError, InitError, UploadError};
 use super::kv_store::{KvStore, MemoryKv};
 use super::manifest::{Granted, Manifest, TenantPolicy, World};
 use super::model_runner::{ModelRunner, NoModels};
-use super::sched::{TenantLoad, demotion_supported};
 use super::state::{CallEnv, CallState, LogLine};
+use super::tenant_load::TenantLoad;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
-use wasmtime_wasi_http::p2::bindings::sync::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Lines of log kept per plugin for `GET /v1/plugins/{name}/logs`.
 const KEPT_LOG_LINES: usize = 1_000;
@@ -44,6 +43,7 @@ pub struct PluginVersionInfo {
     pub cached: bool,
 }
 
+#[derive(Clone)]
 pub(crate) enum Pre {
     Processor(ProcessorPre<CallState>),
     Router(RouterPre<CallState>),
@@ -110,8 +110,8 @@ impl Tenant {
 
 pub(crate) struct Inner {
     pub engine: Engine,
-    /// `cfg.demote_after` when this process can restore a demoted thread, else `None`.
-    demote_after: Option<std::time::Duration>,
+    /// Whether throttled guests recently found the workers contended.
+    contention: Arc<Contention>,
     linker: Linker<CallState>,
     engine_key: String,
     pub cfg: PluginHostConfig,
@@ -168,9 +168,9 @@ impl PluginHost {
         start_ticker(&engine, cfg.epoch_tick);
         Ok(Self {
             inner: Arc::new(Inner {
-                demote_after: cfg.demote_after.filter(|_| demotion_supported()),
                 engine_key: engine_key(&engine),
                 engine,
+                contention: Arc::new(Contention::new()),
                 linker,
                 cfg,
                 kv,
@@ -505,69 +505,66 @@ impl PluginHost {
         })
     }
 
-    /// Runs `f` on a blocking thread in a fresh store; the handle yields the result and report.
-    pub(crate) fn spawn<R: Send + 'static>(
+    /// Runs `f` in a fresh store on the calling task, then releases the call slot and keeps
+    /// the log lines.
+    pub(crate) async fn execute<R>(
         &self,
         prepared: Prepared,
-        f: impl FnOnce(&mut Store<CallState>, &Pre) -> Result<R, Fault> + Send + 'static,
-    ) -> JoinHandle<Called<R>> {
-        let engine = self.inner.engine.clone();
-        let demote_after = self.inner.demote_after;
-        tokio::task::spawn_blocking(move || {
-            let Prepared {
-                loaded,
-                env,
-                permit,
-                logs,
-            } = prepared;
-            let mut report = CallReport {
-                plugin: loaded.info.name.clone(),
-                version: loaded.info.version,
-                hash: loaded.info.hash.clone(),
-                ..Default::default()
-            };
-            let result = execute(&engine, demote_after, env, &mut report, |store| {
-                f(store, &loaded.pre)
-            });
-            drop(permit);
-            let mut kept = logs.lock().unwrap_or_else(|p| p.into_inner());
-            for line in &report.logs {
-                if kept.len() == KEPT_LOG_LINES {
-                    kept.pop_front();
-                }
-                kept.push_back(LogRecord {
-                    version: loaded.info.version,
-                    line: line.clone(),
-                });
+        f: impl for<'a> FnOnce(&'a mut Store<CallState>, Pre) -> GuestFuture<'a, R>,
+    ) -> Called<R> {
+        let Prepared {
+            loaded,
+            env,
+            permit,
+            logs,
+        } = prepared;
+        let mut report = CallReport {
+            plugin: loaded.info.name.clone(),
+            version: loaded.info.version,
+            hash: loaded.info.hash.clone(),
+            ..Default::default()
+        };
+        let cfg = &self.inner.cfg;
+        let throttle = Throttle {
+            after: cfg.throttle_after,
+            pause: cfg.throttle_pause,
+            contention: self.inner.contention.clone(),
+        };
+        let pre = loaded.pre.clone();
+        let result = execute(
+            &self.inner.engine,
+            throttle,
+            env,
+            &mut report,
+            move |store| f(store, pre),
+        )
+        .await;
+        drop(permit);
+        let mut kept = logs.lock().unwrap_or_else(|p| p.into_inner());
+        for line in &report.logs {
+            if kept.len() == KEPT_LOG_LINES {
+                kept.pop_front();
             }
-            Called { result, report }
-        })
+            kept.push_back(LogRecord {
+                version: loaded.info.version,
+                line: line.clone(),
+            });
+        }
+        Called { result, report }
     }
 
-    /// `prepare` + `spawn` + wait.
-    pub(crate) async fn run<R: Send + 'static>(
+    /// `prepare` + `execute`.
+    pub(crate) async fn run<R>(
         &self,
         tenant: &str,
         name: &str,
         world: World,
-        f: impl FnOnce(&mut Store<CallState>, &Pre) -> Result<R, Fault> + Send + 'static,
+        f: impl for<'a> FnOnce(&'a mut Store<CallState>, Pre) -> GuestFuture<'a, R>,
     ) -> Called<R> {
-        let prepared = match self.prepare(tenant, name, world).await {
-            Ok(p) => p,
-            Err(e) => {
-                return Called {
-                    result: Err(e),
-                    report: CallReport {
-                        plugin: name.to_owned(),
-                        ..Default::default()
-                    },
-                };
-            }
-        };
-        match self.spawn(prepared, f).await {
-            Ok(called) => called,
-            Err(join) => Called {
-                result: Err(CallError::Internal(format!("plugin thread failed: {join}"))),
+        match self.prepare(tenant, name, world).await {
+            Ok(prepared) => self.execute(prepared, f).await,
+            Err(e) => Called {
+                result: Err(e),
                 report: CallReport {
                     plugin: name.to_owned(),
                     ..Default::default()

@@ -73,8 +73,8 @@ pub(crate) struct CallEnv {
     pub config: Arc<BTreeMap<String, String>>,
     pub kv: Arc<dyn KvStore>,
     pub models: Arc<dyn ModelRunner>,
-    /// The tenant's recent guest CPU use (for demotion).
-    pub load: Arc<super::sched::TenantLoad>,
+    /// The tenant's recent guest time (a hot tenant's calls are throttled).
+    pub load: Arc<super::tenant_load::TenantLoad>,
 }
 
 impl CallEnv {
@@ -178,8 +178,6 @@ pub(crate) struct CallState {
     /// Time spent in `models.run`, which the wall-time limit does not count.
     pub model_time: Duration,
     pub violation: Option<Violation>,
-    /// The thread's nice value before this call demoted it.
-    pub demoted_from: Option<i32>,
 }
 
 impl CallState {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use wasmtime::component::Resource;
 
 impl models::Host for CallState {
-    fn run(
+    async fn run(
         &mut self,
         task: String,
         model: Option<String>,
@@ -45,14 +45,17 @@ impl models::Host for CallState {
             .map(|r| Ok(self.table.get(r)?.clone()))
             .collect::<wasmtime::Result<Vec<PluginImage>>>()?;
         let started = Instant::now();
-        let result = env.models.run(ModelCall {
-            tenant: &env.tenant,
-            plugin: &env.plugin,
-            task: &task,
-            model: model.as_deref(),
-            params: &params,
-            inputs,
-        });
+        let result = env
+            .models
+            .run(ModelCall {
+                tenant: &env.tenant,
+                plugin: &env.plugin,
+                task: &task,
+                model: model.as_deref(),
+                params: &params,
+                inputs,
+            })
+            .await;
         // Model time runs on the GPU scheduler, not in the guest: it is not the plugin's.
         self.model_time += started.elapsed();
         let out = match result {
