@@ -20,7 +20,11 @@ struct Params {
     step_rem: u32,
     scale_h: f32,
     scale_w: f32,
-    _pad: [u32; 2],
+    /// Channels of x, channels of the output buffer, first output channel.
+    c: u32,
+    out_c: u32,
+    out_off: u32,
+    _pad: [u32; 3],
 }
 
 /// Outputs per invocation along a row: CPU adapters pay per invocation and
@@ -35,7 +39,7 @@ fn default_run(gpu: &crate::Gpu) -> usize {
 
 /// Nearest-neighbour resize: `src = floor(dst * in / out)` per axis.
 pub fn upsample_nearest(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
-    resize(x, out_h, out_w, None, default_run(x.gpu()))
+    resize(x, out_h, out_w, None, default_run(x.gpu()), None)
 }
 
 /// Bilinear resize. With `align_corners` the corner pixels of input and
@@ -47,7 +51,65 @@ pub fn upsample_bilinear(
     out_w: usize,
     align_corners: bool,
 ) -> Result<Tensor> {
-    resize(x, out_h, out_w, Some(align_corners), default_run(x.gpu()))
+    resize(
+        x,
+        out_h,
+        out_w,
+        Some(align_corners),
+        default_run(x.gpu()),
+        None,
+    )
+}
+
+/// [`upsample_bilinear`] written into channels `channel_offset..+C` of
+/// `out` `[N, C_out, H_out, W_out]`: a decoder's concatenated input is then
+/// filled in place, with no concat copy.
+pub fn upsample_bilinear_into(
+    x: &Tensor,
+    out: &Tensor,
+    channel_offset: usize,
+    align_corners: bool,
+) -> Result<()> {
+    const OP: &str = "upsample_bilinear";
+    if out.rank() != 4 || x.rank() != 4 {
+        return shape_err(
+            OP,
+            format!(
+                "expected NCHW input and output, got {:?} and {:?}",
+                x.shape(),
+                out.shape()
+            ),
+        );
+    }
+    let (xs, os) = (x.shape(), out.shape());
+    if os[0] != xs[0] || channel_offset + xs[1] > os[1] {
+        return shape_err(
+            OP,
+            format!(
+                "{:?} does not fit in {:?} at channel {channel_offset}",
+                xs, os
+            ),
+        );
+    }
+    if out.dtype() != x.dtype() {
+        return Err(KernelError::DType {
+            op: OP,
+            expected: x.dtype(),
+            got: out.dtype(),
+        });
+    }
+    if x.same_storage(out) {
+        return shape_err(OP, "the output must not share storage with the input");
+    }
+    resize(
+        x,
+        os[2],
+        os[3],
+        Some(align_corners),
+        default_run(x.gpu()),
+        Some((out, channel_offset)),
+    )?;
+    Ok(())
 }
 
 /// Source-coordinate scale of one axis for bilinear (PyTorch's
@@ -64,12 +126,14 @@ fn bilinear_scale(n_in: usize, n_out: usize, align: bool) -> f32 {
     }
 }
 
+/// Resizes into a new tensor, or into `into` = (buffer, first channel).
 fn resize(
     x: &Tensor,
     out_h: usize,
     out_w: usize,
     bilinear: Option<bool>,
     run: usize,
+    into: Option<(&Tensor, usize)>,
 ) -> Result<Tensor> {
     let op = if bilinear.is_some() {
         "upsample_bilinear"
@@ -102,9 +166,16 @@ fn resize(
         );
     }
     let gpu = x.gpu();
-    let y = Tensor::empty_for(gpu, op, &[n, c, out_h, out_w], x.dtype())?;
+    let (y, out_c, out_off) = match into {
+        Some((t, off)) => (t.clone(), t.shape()[1], off),
+        None => (
+            Tensor::empty_for(gpu, op, &[n, c, out_h, out_w], x.dtype())?,
+            c,
+            0,
+        ),
+    };
     let align = bilinear.unwrap_or(false);
-    let total = y.numel();
+    let total = n * c * out_h * out_w;
     let runs_row = out_w.div_ceil(run);
     let runs = n * c * out_h * runs_row;
     let params = Params {
@@ -118,7 +189,10 @@ fn resize(
         step_rem: (in_w % out_w) as u32,
         scale_h: bilinear_scale(in_h, out_h, align),
         scale_w: bilinear_scale(in_w, out_w, align),
-        _pad: [0; 2],
+        c: c as u32,
+        out_c: out_c as u32,
+        out_off: out_off as u32,
+        _pad: [0; 3],
     };
     const BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
     let kernel = Kernel::new(op, include_str!("upsample.wgsl"), x.dtype(), BINDINGS)
@@ -212,13 +286,38 @@ mod tests {
                     .into_iter()
                     .flat_map(|m| [(m, 1), (m, 3), (m, 8)])
                 {
-                    let y = resize(&x, oh, ow, mode, run).unwrap();
+                    let y = resize(&x, oh, ow, mode, run, None).unwrap();
                     assert_eq!(y.shape(), &[shape[0], shape[1], oh, ow]);
                     let want = reference(&xs, shape, oh, ow, mode);
                     let what = format!("{mode:?} run {run} {shape:?}->{oh}x{ow} {dtype}");
                     assert_close(&what, &y.to_f32_vec().unwrap(), &want, tol(dtype));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn bilinear_into_a_channel_range() {
+        let Some(gpu) = test_gpu() else { return };
+        for dtype in test_dtypes(&gpu) {
+            let (xs, (oc, off, oh, ow)) = ([2, 3, 5, 7], (8, 4, 11, 13));
+            let n: usize = xs.iter().product();
+            let (x, xv) = upload(&gpu, &xs, &rand_vec(n, 7, -2.0, 2.0), dtype);
+            let on = 2 * oc * oh * ow;
+            let (out, mut want) =
+                upload(&gpu, &[2, oc, oh, ow], &rand_vec(on, 8, -1.0, 1.0), dtype);
+            upsample_bilinear_into(&x, &out, off, false).unwrap();
+            let up = reference(&xv, xs, oh, ow, Some(false));
+            let plane = oh * ow;
+            for b in 0..2 {
+                let dst = (b * oc + off) * plane;
+                want[dst..dst + 3 * plane].copy_from_slice(&up[b * 3 * plane..(b + 1) * 3 * plane]);
+            }
+            let what = format!("bilinear into channel {off} {dtype}");
+            assert_close(&what, &out.to_f32_vec().unwrap(), &want, tol(dtype));
+            // Does not fit / aliases.
+            assert!(upsample_bilinear_into(&x, &out, 6, false).is_err());
+            assert!(upsample_bilinear_into(&x, &x, 0, false).is_err());
         }
     }
 

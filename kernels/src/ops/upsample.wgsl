@@ -15,8 +15,12 @@ struct Params {
     step_rem: u32,  // ... and its remainder in_w % out_w
     scale_h: f32,   // in/out, or (in-1)/(out-1) with ALIGN
     scale_w: f32,
+    c: u32,         // channels of x
+    out_c: u32,     // channels of y: x's planes land at out_off.. of each batch
+    out_off: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,8 +41,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let row = g / p.runs_row;              // plane * out_h + oy
     let ox0 = (g - row * p.runs_row) * RUN;
     let oy = row % p.out_h;
-    let base = (row / p.out_h) * p.in_h * p.in_w;
-    let obase = row * p.out_w;
+    let plane = row / p.out_h;
+    let base = plane * p.in_h * p.in_w;
+    let oplane = (plane / p.c) * p.out_c + p.out_off + plane % p.c;
+    let obase = (oplane * p.out_h + oy) * p.out_w;
     let end = min(ox0 + RUN, p.out_w);
     if !BILINEAR {
         // floor(dst * in / out) exactly, stepped without dividing again.

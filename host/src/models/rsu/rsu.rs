@@ -9,7 +9,7 @@
 use easel_kernels::ops::concat::concat;
 use easel_kernels::ops::conv2d::{Conv2d, Conv2dConfig};
 use easel_kernels::ops::pool::{Pool2dConfig, max_pool2d};
-use easel_kernels::ops::upsample::upsample_bilinear;
+use easel_kernels::ops::upsample::{upsample_bilinear, upsample_bilinear_into};
 use easel_kernels::{Activation, DType, Epilogue, Gpu, Tensor};
 
 use super::RsuError;
@@ -316,15 +316,28 @@ impl Rsu {
             }
             return self.dec[0].forward_residual(&cats[0], &hxin);
         }
-        // hx_1..hx_{L-2}: kept for the skips (and pooled).
+        // hx_1..hx_{L-2}: kept for the skips (and pooled). With one image
+        // each is written into the first half of its decoder's input buffer
+        // and the upsampled deeper result into the second half (no concat);
+        // the buffer's first half is a contiguous prefix, so it is also the
+        // next level's input. Batches fall back to concatenating.
+        let in_place = x.shape()[0] == 1;
         let mut skips: Vec<Tensor> = Vec::with_capacity(l);
         let mut hx = hxin.clone();
         for i in 1..l - 1 {
             if i > 1 {
                 hx = pool2(&hx)?;
             }
-            hx = self.enc[i - 1].forward(&hx)?;
-            skips.push(hx.clone());
+            if in_place {
+                let cat = buffer(&hx)?;
+                self.enc[i - 1].forward_into(&hx, &cat, 0)?;
+                let s = hx.shape();
+                hx = cat.prefix_view(&[1, mid, s[2], s[3]])?;
+                skips.push(cat);
+            } else {
+                hx = self.enc[i - 1].forward(&hx)?;
+                skips.push(hx.clone());
+            }
         }
         // The deepest pair [hx_{L-1}, hx_L] shares one buffer.
         let pooled = pool2(&hx)?;
@@ -334,8 +347,13 @@ impl Rsu {
         let mut d = self.dec[l - 2].forward(&top)?;
         for i in (1..l - 1).rev() {
             let skip = &skips[i - 1];
-            let up = upsample_like(&d, skip)?;
-            let cat = concat(&[skip, &up], 1)?;
+            let cat = if in_place {
+                // Equal sizes (1x1 maps) resize as an exact copy.
+                upsample_bilinear_into(&d, skip, mid, false)?;
+                skip.clone()
+            } else {
+                concat(&[skip, &upsample_like(&d, skip)?], 1)?
+            };
             d = if i == 1 {
                 self.dec[0].forward_residual(&cat, &hxin)?
             } else {
