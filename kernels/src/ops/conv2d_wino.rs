@@ -165,8 +165,10 @@ pub(super) fn expand(src: &str, t: Tile) -> String {
             );
         }
         for k in 0..18 {
-            let comp = ["x", "y", "z", "w"][(k + 3) % 4];
-            tin4 += &format!("    let p{r}_{k} = q{r}_{}.{comp};\n", (k + 3) / 4);
+            // Pixel k of the segment is pixel k + 3 of the 6 vectors.
+            let e = k + 3;
+            let comp = ["x", "y", "z", "w"][e % 4];
+            tin4 += &format!("    let p{r}_{k} = q{r}_{}.{comp};\n", e / 4);
         }
     }
     let mut tind = String::new();
