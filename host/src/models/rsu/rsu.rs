@@ -191,10 +191,27 @@ impl RebnConv {
         Ok(self.conv.forward(x, &Epilogue::act(Activation::Relu))?)
     }
 
-    /// `relu(conv(x)) + residual`: the RSU's closing `hx1d + hxin`.
-    fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor, RsuError> {
+    /// `relu(conv(x)) + residual`: the RSU's closing `hx1d + hxin`, as a new
+    /// tensor or into `(out, channel offset)` (see [`Rsu::forward_into`]).
+    fn forward_residual_to(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        into: Option<(&Tensor, usize)>,
+    ) -> Result<Tensor, RsuError> {
         let epi = Epilogue::act(Activation::Relu).residual(residual, 1.0, 1.0);
-        Ok(self.conv.forward(x, &epi)?)
+        match into {
+            None => Ok(self.conv.forward(x, &epi)?),
+            Some((out, offset)) => {
+                self.conv.forward_into(x, out, offset, &epi)?;
+                let s = out.shape();
+                if offset == 0 && s[0] == 1 {
+                    Ok(out.prefix_view(&[1, self.conv.out_channels(), s[2], s[3]])?)
+                } else {
+                    Ok(out.clone())
+                }
+            }
+        }
     }
 
     /// Writes `relu(conv(x))` into channels `[offset, offset + cout)` of `out`.
@@ -244,6 +261,20 @@ impl Rsu {
         cfg: RsuConfig,
         dtype: DType,
     ) -> Result<Rsu, RsuError> {
+        Self::load_with(gpu, w, prefix, cfg, false, dtype)
+    }
+
+    /// [`load`](Self::load), with the input halves of `rebnconvin` swapped
+    /// when `swap_input` (a U-Net decoder stage fed `cat(skip, up)` where the
+    /// checkpoint expects `cat(up, skip)`; equal halves only).
+    pub fn load_with(
+        gpu: &Gpu,
+        w: &Weights,
+        prefix: &str,
+        cfg: RsuConfig,
+        swap_input: bool,
+        dtype: DType,
+    ) -> Result<Rsu, RsuError> {
         if !(4..=7).contains(&cfg.height) || (cfg.dilated && cfg.height != 4) {
             return Err(RsuError::Config(format!(
                 "{prefix}: RSU height {} (dilated: {}) is not supported",
@@ -258,7 +289,7 @@ impl Rsu {
             cfg.in_ch,
             cfg.out_ch,
             1,
-            false,
+            swap_input,
             dtype,
         )?;
         let enc = (1..=l)
@@ -295,6 +326,22 @@ impl Rsu {
     /// can write its output straight into the first half of the decoder's
     /// input buffer and the next conv read it from there.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, RsuError> {
+        self.forward_to(x, None)
+    }
+
+    /// [`forward`](Self::forward) writing the block's output into channels
+    /// `[offset, offset + out_ch)` of `out` (returned as a view of them when
+    /// `offset` is 0 and the batch is one image, else `out` itself).
+    pub fn forward_into(
+        &self,
+        x: &Tensor,
+        out: &Tensor,
+        offset: usize,
+    ) -> Result<Tensor, RsuError> {
+        self.forward_to(x, Some((out, offset)))
+    }
+
+    fn forward_to(&self, x: &Tensor, into: Option<(&Tensor, usize)>) -> Result<Tensor, RsuError> {
         let (l, mid) = (self.cfg.height, self.cfg.mid_ch);
         let hxin = self.conv_in.forward(x)?;
         let buffer = |like: &Tensor| {
@@ -314,7 +361,7 @@ impl Rsu {
             for i in (2..l).rev() {
                 self.dec[i - 1].forward_into(&cats[i - 1], &cats[i - 2], mid)?;
             }
-            return self.dec[0].forward_residual(&cats[0], &hxin);
+            return self.dec[0].forward_residual_to(&cats[0], &hxin, into);
         }
         // hx_1..hx_{L-2}: kept for the skips (and pooled). With one image
         // each is written into the first half of its decoder's input buffer
@@ -355,7 +402,7 @@ impl Rsu {
                 concat(&[skip, &upsample_like(&d, skip)?], 1)?
             };
             d = if i == 1 {
-                self.dec[0].forward_residual(&cat, &hxin)?
+                self.dec[0].forward_residual_to(&cat, &hxin, into)?
             } else {
                 self.dec[i - 1].forward(&cat)?
             };

@@ -1,9 +1,11 @@
 //! The encoder-decoder of RSU blocks shared by IS-Net and U²-Net: six
 //! encoder stages joined by 2x2 max-pools, five decoder stages each taking
-//! `cat(upsample(deeper), skip)`. The stage widths are read off the
+//! `cat(upsample(deeper), skip)` (filled in place as `cat(skip, up)` with
+//! the decoder weights' input halves swapped on load). The stage widths are read off the
 //! checkpoint, so U²-Net, U²-Netp and tiny test configurations load alike.
 
 use easel_kernels::ops::concat::concat;
+use easel_kernels::ops::upsample::upsample_bilinear_into;
 use easel_kernels::{DType, Gpu, Tensor};
 
 use super::RsuError;
@@ -121,6 +123,8 @@ pub struct RsuUNet {
     cfg: UNetConfig,
     encoder: Vec<Rsu>,
     decoder: Vec<Rsu>,
+    /// Decoders take `cat(skip, up)` (see `load`).
+    swapped: bool,
 }
 
 /// Decoder outputs `hx1d, hx2d, hx3d, hx4d, hx5d` and the deepest encoder
@@ -138,13 +142,18 @@ impl RsuUNet {
         let encoder = (0..6)
             .map(|i| Rsu::load(gpu, w, &encoder_name(i), cfg.encoder[i], dtype))
             .collect::<Result<Vec<_>, _>>()?;
+        // Decoder stages take cat(skip, up) (their rebnconvin's input halves
+        // swapped on load) so the encoder stage can write the skip straight
+        // into the first half of that buffer; only with equal halves.
+        let swapped = (0..5).all(|i| 2 * cfg.encoder[4 - i].out_ch == cfg.decoder[i].in_ch);
         let decoder = (0..5)
-            .map(|i| Rsu::load(gpu, w, &decoder_name(i), cfg.decoder[i], dtype))
+            .map(|i| Rsu::load_with(gpu, w, &decoder_name(i), cfg.decoder[i], swapped, dtype))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RsuUNet {
             cfg,
             encoder,
             decoder,
+            swapped,
         })
     }
 
@@ -154,15 +163,28 @@ impl RsuUNet {
 
     /// x `[N, encoder[0].in_ch, H, W]` -> the side-conv inputs.
     pub fn forward(&self, x: &Tensor) -> Result<SideFeatures, RsuError> {
+        // One image with swapped decoders: each encoder stage i < 5 writes
+        // its output into the first half of decoder stage 4 - i's input
+        // buffer (a contiguous prefix, so also the next stage's input), and
+        // the upsampled deeper result fills the second half: no concat.
+        let in_place = self.swapped && x.shape()[0] == 1;
         let mut skips = Vec::with_capacity(5);
         let mut hx = x.clone();
         for (i, stage) in self.encoder.iter().enumerate() {
             if i > 0 {
                 hx = pool2(&hx)?;
             }
-            hx = stage.forward(&hx)?;
-            if i < 5 {
-                skips.push(hx.clone());
+            if in_place && i < 5 {
+                let s = hx.shape();
+                let c = self.cfg.encoder[i].out_ch;
+                let cat = Tensor::empty(x.gpu(), &[1, 2 * c, s[2], s[3]], hx.dtype())?;
+                hx = stage.forward_into(&hx, &cat, 0)?;
+                skips.push(cat);
+            } else {
+                hx = stage.forward(&hx)?;
+                if i < 5 {
+                    skips.push(hx.clone());
+                }
             }
         }
         let hx6 = hx.clone();
@@ -170,8 +192,16 @@ impl RsuUNet {
         let mut d = hx;
         for (i, stage) in self.decoder.iter().enumerate() {
             let skip = &skips[4 - i];
-            let up = upsample_like(&d, skip)?;
-            d = stage.forward(&concat(&[&up, skip], 1)?)?;
+            let cat = if in_place {
+                let c = self.cfg.encoder[4 - i].out_ch;
+                upsample_bilinear_into(&d, skip, c, false)?;
+                skip.clone()
+            } else if self.swapped {
+                concat(&[skip, &upsample_like(&d, skip)?], 1)?
+            } else {
+                concat(&[&upsample_like(&d, skip)?, skip], 1)?
+            };
+            d = stage.forward(&cat)?;
             outs.push(d.clone());
         }
         // outs = [hx5d, hx4d, hx3d, hx2d, hx1d]
