@@ -202,6 +202,33 @@ fn wtrans(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 //@WTRANS
 }
 
+// Where input-transform invocation i works: 4 horizontally adjacent tiles
+// (group g4) of band tile row ty, channel ci of image n. Tile rows are
+// processed in bands of p.th rows starting at p.ty0, so that V and M fit one
+// binding.
+struct TileIn {
+    g4: u32,
+    gy: u32,    // tile row in the whole image (p.ty0 + band row)
+    xb: u32,    // first element of the (n, ci) input plane
+    vb: u32,    // V vec4 of transform point 0 for these 4 tiles
+    ts: u32,    // V vec4s between transform points
+}
+
+fn tile_in(i: u32) -> TileIn {
+    let q4 = p.twp / 4u;
+    let g4 = i % q4;
+    let ty = (i / q4) % p.th;
+    let ci = (i / (q4 * p.th)) % p.cin_g;
+    let n = i / (q4 * p.th * p.cin_g);
+    return TileIn(
+        g4,
+        p.ty0 + ty,
+        (n * p.x_c + ci) * p.h * p.w,
+        (ci * p.t8 + (n * p.th + ty) * p.twp + g4 * 4u) / 4u,
+        p.cinp * p.t8 / 4u,
+    );
+}
+
 // V for 4 horizontally adjacent tiles of one (n, ci): each vec4 holds the
 // same transform point of the 4 tiles, so stores are whole vec4s.
 @compute @workgroup_size(256)
@@ -209,19 +236,13 @@ fn wtin(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * 256u + lid;
     if i >= p.total { return; }
-    let q4 = p.twp / 4u;
-    let g4 = i % q4;
-    let ty = (i / q4) % p.th;
-    let ci = (i / (q4 * p.th)) % p.cin_g;
-    let n = i / (q4 * p.th * p.cin_g);
-    let xb = (n * p.x_c + ci) * p.h * p.w;
-    // Tile rows are processed in bands of p.th rows starting at p.ty0, so
-    // that V and M fit one binding.
-    let iy0 = i32((p.ty0 + ty) * 4u) - i32(p.ph);
-    let ix0 = i32(g4 * 16u) - i32(p.pw);
+    let ti = tile_in(i);
+    let xb = ti.xb;
+    let vb = ti.vb;
+    let ts = ti.ts;
+    let iy0 = i32(ti.gy * 4u) - i32(p.ph);
     // Padding tiles read past the padded image: clamp the index, mask the value.
-    let vb = (ci * p.t8 + (n * p.th + ty) * p.twp + g4 * 4u) / 4u;
-    let ts = p.cinp * p.t8 / 4u;
+    let ix0 = i32(ti.g4 * 16u) - i32(p.pw);
 //@WTIN
 }
 
@@ -234,18 +255,14 @@ fn wtin4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * 256u + lid;
     if i >= p.total { return; }
-    let q4 = p.twp / 4u;
-    let g4 = i % q4;
-    let ty = (i / q4) % p.th;
-    let ci = (i / (q4 * p.th)) % p.cin_g;
-    let n = i / (q4 * p.th * p.cin_g);
-    let xb = (n * p.x_c + ci) * p.h * p.w;
-    let iy0 = i32((p.ty0 + ty) * 4u) - i32(p.ph);
+    let ti = tile_in(i);
+    let xb = ti.xb;
+    let vb = ti.vb;
+    let ts = ti.ts;
+    let iy0 = i32(ti.gy * 4u) - i32(p.ph);
     // Vector index of pixel g4 * 16 - 4: the segment starts 3 pixels in.
-    let a4 = i32(g4 * 4u) - 1;
+    let a4 = i32(ti.g4 * 4u) - 1;
     let w4 = p.w / 4u;
-    let vb = (ci * p.t8 + (n * p.th + ty) * p.twp + g4 * 4u) / 4u;
-    let ts = p.cinp * p.t8 / 4u;
 //@WTIN4
 }
 
@@ -256,17 +273,13 @@ fn wtind(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * 256u + lid;
     if i >= p.total { return; }
-    let q4 = p.twp / 4u;
-    let g4 = i % q4;
-    let ty = (i / q4) % p.th;
-    let ci = (i / (q4 * p.th)) % p.cin_g;
-    let n = i / (q4 * p.th * p.cin_g);
-    let xb = (n * p.x_c + ci) * p.h * p.w;
-    let gy = p.ty0 + ty;
-    let iy0 = i32(p.dil * 4u * (gy % p.ths) + gy / p.ths) - i32(p.ph);
+    let ti = tile_in(i);
+    let xb = ti.xb;
+    let vb = ti.vb;
+    let ts = ti.ts;
+    let g4 = ti.g4;
+    let iy0 = i32(p.dil * 4u * (ti.gy % p.ths) + ti.gy / p.ths) - i32(p.ph);
     let d = i32(p.dil);
-    let vb = (ci * p.t8 + (n * p.th + ty) * p.twp + g4 * 4u) / 4u;
-    let ts = p.cinp * p.t8 / 4u;
 //@WTIND
 }
 
