@@ -131,12 +131,15 @@ impl ProgressSink for RunLog {
     }
 }
 
+/// A call's task, validated parameters and PNG inputs.
+type Prepared = (Arc<dyn Task>, crate::tasks::Params, Vec<Input>);
+
 impl Jobs {
     /// The task, validated parameters and PNG inputs of a call.
     fn prepare_call(
         &self,
         call: &ModelCall<'_>,
-    ) -> Result<(Arc<dyn Task>, crate::tasks::Params, Vec<Input>), ModelRunError> {
+    ) -> Result<Prepared, ModelRunError> {
         let task = self.registry.get(call.task).ok_or_else(|| {
             ModelRunError::new(
                 "unknown_task",
