@@ -147,7 +147,7 @@ mod tests {
             max_keys: 3,
             max_key_bytes: 8,
             max_value_bytes: 6,
-            max_total_bytes: 16,
+            max_total_bytes: 15,
         };
         let mut answers: Vec<Vec<String>> = Vec::new();
         for kv in &stores {
@@ -181,7 +181,7 @@ mod tests {
         assert!(a[2].starts_with("Err(Quota"), "{}", a[2]);
         assert!(a[3].starts_with("Err(Quota"), "value too long: {}", a[3]);
         assert_eq!(a[4], "Ok(())");
-        assert!(a[5].starts_with("Err(Quota"), "16 bytes max: {}", a[5]);
+        assert!(a[5].starts_with("Err(Quota"), "15 bytes max: {}", a[5]);
         assert_eq!(a[6], "Ok(())");
         assert!(a[8].starts_with("Err(Quota"), "three keys max: {}", a[8]);
         assert_eq!(a[9], "Ok(Some([49, 50, 51, 52]))");
