@@ -279,6 +279,11 @@ pub struct PluginsConfig {
     /// Where compiled artefacts are cached by content hash and engine version
     /// (default `<data dir>/plugin-cache`).
     pub cache_dir: Option<PathBuf>,
+    /// Tasks (`upscale`) or `task/model` pairs every tenant's plugins may run through
+    /// `models.run` (`*`: all); each run is charged the task's credits like a job.
+    pub allowed_models: Vec<String>,
+    /// Per-tenant replacements of `allowed_models`, by tenant id.
+    pub tenant_models: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for PluginsConfig {
@@ -287,6 +292,8 @@ impl Default for PluginsConfig {
             max_component_bytes: 64 << 20,
             compile_timeout_secs: 120,
             cache_dir: None,
+            allowed_models: vec!["*".into()],
+            tenant_models: Default::default(),
         }
     }
 }

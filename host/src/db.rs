@@ -124,6 +124,15 @@ CREATE TABLE IF NOT EXISTS pipelines (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, task)
 );
+CREATE TABLE IF NOT EXISTS plugin_kv (
+    tenant_id TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    -- key + value bytes, for the scope's quota
+    size INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, plugin, key)
+);
 "#;
 
 impl Db {

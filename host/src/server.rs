@@ -13,9 +13,9 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::db::Db;
 use crate::jobs::view::Urls;
-use crate::jobs::{Jobs, JobsDeps};
+use crate::jobs::{Jobs, JobsDeps, PluginModels};
 use crate::metrics::Metrics;
-use crate::plugins::{PluginHost, PluginHostConfig, PluginStore};
+use crate::plugins::{DbKv, PluginHost, PluginHostConfig, PluginStore, TenantPolicy};
 use crate::storage::files::Files;
 use crate::storage::signing::{self, UrlSigner};
 use crate::tasks::{ModelCache, Registry};
@@ -73,7 +73,8 @@ pub async fn build(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow
         config: config.jobs.clone(),
         urls,
     });
-    let plugins = open_plugins(&config, &db, data_dir).await?;
+    let runner = Arc::new(PluginModels::new(&jobs));
+    let plugins = open_plugins(&config, &db, data_dir, runner).await?;
     jobs.set_plugins(plugins.host.clone());
     let state = AppState::new(
         jobs,
@@ -87,16 +88,36 @@ pub async fn build(config: Config, data_dir: &Path, models_dir: &Path) -> anyhow
     Ok(Server { state, router })
 }
 
-/// Starts the plugin host and reloads the persisted plugins (from the compile cache when
-/// the engine is unchanged).
-async fn open_plugins(config: &Config, db: &Db, data_dir: &Path) -> anyhow::Result<Plugins> {
+/// Starts the plugin host (its `kv` in the database, its `models` through the job core)
+/// and reloads the persisted plugins (from the compile cache when the engine is unchanged).
+async fn open_plugins(
+    config: &Config,
+    db: &Db,
+    data_dir: &Path,
+    models: Arc<PluginModels>,
+) -> anyhow::Result<Plugins> {
     let mut pcfg = PluginHostConfig::new(data_dir);
     pcfg.max_component_bytes = config.plugins.max_component_bytes;
     pcfg.compile_timeout = Duration::from_secs(config.plugins.compile_timeout_secs);
     if let Some(dir) = &config.plugins.cache_dir {
         pcfg.cache_dir = dir.clone();
     }
-    let host = PluginHost::new(pcfg).context("starting the plugin host")?;
+    let host = PluginHost::with_parts(pcfg, Arc::new(DbKv::new(db.clone())), models)
+        .context("starting the plugin host")?;
+    // Before the plugins load: the tenants they create take these policies.
+    host.set_default_policy(TenantPolicy {
+        allowed_models: config.plugins.allowed_models.clone(),
+        ..Default::default()
+    });
+    for (tenant, models) in &config.plugins.tenant_models {
+        host.set_policy(
+            tenant,
+            TenantPolicy {
+                allowed_models: models.clone(),
+                ..Default::default()
+            },
+        );
+    }
     let store = PluginStore::new(db.clone(), data_dir);
     let restored = store
         .load_into(&host)

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod model;
 pub mod pipelines;
+mod plugin_models;
 pub mod plugins;
 pub mod scheduler;
 pub mod store;
@@ -35,6 +36,8 @@ use events::{EventBus, JobEvent};
 use model::*;
 use scheduler::{QueuedJob, Scheduler};
 use view::{JobView, Urls};
+
+pub use plugin_models::PluginModels;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {

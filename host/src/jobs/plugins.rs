@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Jobs;
 use super::model::Job;
+use super::plugin_models::{IN_JOB, InJob};
 use super::worker::{Failure, JobSink};
 use crate::plugins::images::Format;
 use crate::plugins::{
@@ -46,6 +47,13 @@ pub struct PluginStep {
     /// On a `route` step: the tasks the router planned, in order, with their credits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<PlannedTask>>,
+    /// Credits the plugin's `models.run` calls charged during this step (on top of the job's).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub model_credits: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// One task of a router's plan and what it costs.
@@ -88,8 +96,9 @@ impl Stages {
 }
 
 impl PluginStep {
-    fn new(stage: &str, r: &CallReport, error: Option<String>) -> Self {
+    fn new(stage: &str, r: &CallReport, error: Option<String>, model_credits: i64) -> Self {
         Self {
+            model_credits,
             stage: stage.to_owned(),
             plugin: r.plugin.clone(),
             version: r.version,
@@ -102,15 +111,27 @@ impl PluginStep {
     }
 }
 
-/// Records the call and turns its failure into the job's.
-fn record<T>(steps: &mut Vec<PluginStep>, stage: &str, c: Called<T>) -> Result<T, Failure> {
+/// Records the call (with the credits its model runs charged) and turns its failure into
+/// the job's.
+fn record<T>(
+    steps: &mut Vec<PluginStep>,
+    stage: &str,
+    c: Called<T>,
+    in_job: &InJob,
+) -> Result<T, Failure> {
+    let credits = in_job.take_credits();
     match c.result {
         Ok(v) => {
-            steps.push(PluginStep::new(stage, &c.report, None));
+            steps.push(PluginStep::new(stage, &c.report, None, credits));
             Ok(v)
         }
         Err(e) => {
-            steps.push(PluginStep::new(stage, &c.report, Some(e.to_string())));
+            steps.push(PluginStep::new(
+                stage,
+                &c.report,
+                Some(e.to_string()),
+                credits,
+            ));
             Err(Failure::Other(
                 e.code(),
                 format!("{stage} plugin `{}`: {e}", c.report.plugin),
@@ -149,7 +170,7 @@ fn task_params_to_plugin(p: &tasks::Params) -> crate::plugins::Params {
 }
 
 /// A plugin's parameters for `task`, checked like a request's.
-fn plugin_params_to_task(
+pub(super) fn plugin_params_to_task(
     task: &dyn Task,
     p: &crate::plugins::Params,
 ) -> Result<tasks::Params, Failure> {
@@ -345,6 +366,8 @@ impl Jobs {
         steps: &mut Vec<PluginStep>,
     ) -> Result<Vec<Output>, Failure> {
         let tenant = job.tenant_id.as_str();
+        // Plugin calls below run inside this job: their model runs use its lane slot.
+        let in_job = InJob::new(job, task.needs_gpu(), canceled.clone());
         let mut params = job.params.clone();
         let mut images = Vec::with_capacity(inputs.len());
         for i in &inputs {
@@ -358,11 +381,10 @@ impl Jobs {
                 params: task_params_to_plugin(&params),
                 images,
             };
-            let out = record(
-                steps,
-                "preprocess",
-                host.call_preprocess(tenant, p, req).await,
-            )?;
+            let called = IN_JOB
+                .scope(in_job.clone(), host.call_preprocess(tenant, p, req))
+                .await;
+            let out = record(steps, "preprocess", called, &in_job)?;
             params = plugin_params_to_task(task.as_ref(), &out.params)?;
             images = out.images;
         }
@@ -378,10 +400,13 @@ impl Jobs {
                     has_alpha: i.pixels.pixels().any(|p| p[3] != 255),
                 })
                 .collect();
-            let called = host
-                .call_router(tenant, r, &job.task, task_params_to_plugin(&params), infos)
+            let called = IN_JOB
+                .scope(
+                    in_job.clone(),
+                    host.call_router(tenant, r, &job.task, task_params_to_plugin(&params), infos),
+                )
                 .await;
-            let got = record(steps, "route", called)?;
+            let got = record(steps, "route", called, &in_job)?;
             if !got.steps.is_empty() {
                 plan.clear();
                 for s in got.steps {
@@ -451,10 +476,19 @@ impl Jobs {
             out.images.push(self.decode(&o.bytes)?);
         }
         for p in &stages.postprocess {
-            let called = host
-                .call_postprocess(tenant, p, &job.task, task_params_to_plugin(&params), out)
+            let called = IN_JOB
+                .scope(
+                    in_job.clone(),
+                    host.call_postprocess(
+                        tenant,
+                        p,
+                        &job.task,
+                        task_params_to_plugin(&params),
+                        out,
+                    ),
+                )
                 .await;
-            out = record(steps, "postprocess", called)?;
+            out = record(steps, "postprocess", called, &in_job)?;
         }
         let mut final_outputs = Vec::with_capacity(out.images.len());
         for (k, img) in out.images.iter().enumerate() {
@@ -490,9 +524,22 @@ impl Jobs {
             gpu: self.gpu.clone(),
             models: self.models.clone(),
             limits: self.image_limits(),
-            canceled: canceled.clone(),
+            canceled,
             sink,
         };
+        self.run_blocking(ctx, task, inputs, params).await
+    }
+
+    /// Runs `task` on a blocking thread under the job timeout (`jobs.timeout_secs`); on
+    /// timeout, raises `ctx.canceled` so the task stops at its next check.
+    pub(super) async fn run_blocking(
+        &self,
+        ctx: TaskContext,
+        task: Arc<dyn Task>,
+        inputs: Vec<Input>,
+        params: tasks::Params,
+    ) -> Result<Vec<Output>, Failure> {
+        let canceled = ctx.canceled.clone();
         let handle = tokio::task::spawn_blocking(move || task.run(&ctx, inputs, &params));
         let timeout = Duration::from_secs(self.config.timeout_secs);
         match tokio::time::timeout(timeout, handle).await {

@@ -74,6 +74,9 @@ impl Lane {
 pub struct Scheduler {
     lanes: Mutex<[Lane; 2]>,
     notify: Notify,
+    /// Wakes callers of [`Scheduler::acquire`] when a slot frees (separate from `notify`,
+    /// which the dispatcher alone waits on, so a waiter never takes the dispatcher's wake-up).
+    freed: Notify,
 }
 
 fn lane(gpu: bool) -> usize {
@@ -104,6 +107,7 @@ impl Scheduler {
         Scheduler {
             lanes: Mutex::new(lanes),
             notify: Notify::new(),
+            freed: Notify::new(),
         }
     }
 
@@ -147,6 +151,28 @@ impl Scheduler {
         lane.running = lane.running.saturating_sub(1);
         drop(l);
         self.notify.notify_one();
+        self.freed.notify_waiters();
+    }
+
+    /// Takes a slot of a lane outside the queue (a plugin's model run), waiting for one to
+    /// free; give it back with [`Scheduler::finished`]. Waiters and queued jobs race for a
+    /// freed slot, so the lane's limit holds for both together.
+    pub async fn acquire(&self, gpu: bool) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so a slot freed in between still wakes us.
+            freed.as_mut().enable();
+            {
+                let mut l = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+                let lane = &mut l[lane(gpu)];
+                if lane.running < lane.limit {
+                    lane.running += 1;
+                    return;
+                }
+            }
+            freed.await;
+        }
     }
 
     /// Waits until something changed (a push or a finished job).
@@ -276,6 +302,27 @@ mod tests {
             .map(|id| id[1..].parse::<usize>().unwrap() % 50)
             .collect();
         assert_eq!(first.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn acquired_slots_count_against_the_lane() {
+        let s = std::sync::Arc::new(Scheduler::new(1, 1));
+        s.acquire(true).await;
+        s.push(job("g", "a", 0, 0, 1));
+        assert!(s.next().is_none(), "the acquired slot fills the GPU lane");
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.acquire(true).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "a second acquire waits");
+        s.finished(true);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the freed slot wakes the waiter")
+            .unwrap();
+        assert_eq!(s.depth().gpu_running, 1);
+        assert!(s.next().is_none(), "the waiter holds the slot now");
     }
 
     #[test]

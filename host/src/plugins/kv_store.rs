@@ -44,6 +44,51 @@ pub trait KvStore: Send + Sync + 'static {
     fn list_keys(&self, scope: &KvScope, prefix: &str) -> Result<Vec<String>, KvError>;
 }
 
+/// The checks of one entry on its own (every store applies them the same way).
+pub(crate) fn check_entry(key: &str, value: &[u8], quota: &KvQuota) -> Result<(), KvError> {
+    if key.is_empty() {
+        return Err(KvError::Invalid("the key is empty".into()));
+    }
+    if key.len() > quota.max_key_bytes {
+        return Err(KvError::Quota(format!(
+            "a key of {} bytes exceeds {}",
+            key.len(),
+            quota.max_key_bytes
+        )));
+    }
+    if value.len() > quota.max_value_bytes {
+        return Err(KvError::Quota(format!(
+            "a value of {} bytes exceeds {}",
+            value.len(),
+            quota.max_value_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// The scope-wide checks of a write: `keys` entries of `total` bytes (key + value) are
+/// stored, `old` is the size of the entry being replaced (none for a new key) and `new` the
+/// size of the one replacing it.
+pub(crate) fn check_totals(
+    keys: usize,
+    total: usize,
+    old: Option<usize>,
+    new: usize,
+    quota: &KvQuota,
+) -> Result<(), KvError> {
+    if old.is_none() && keys >= quota.max_keys {
+        return Err(KvError::Quota(format!("more than {} keys", quota.max_keys)));
+    }
+    let after = total - old.unwrap_or(0) + new;
+    if after > quota.max_total_bytes {
+        return Err(KvError::Quota(format!(
+            "{after} bytes stored would exceed {}",
+            quota.max_total_bytes
+        )));
+    }
+    Ok(())
+}
+
 /// An in-memory [`KvStore`].
 #[derive(Default)]
 pub struct MemoryKv {
@@ -69,37 +114,12 @@ impl KvStore for MemoryKv {
         value: &[u8],
         quota: &KvQuota,
     ) -> Result<(), KvError> {
-        if key.is_empty() {
-            return Err(KvError::Invalid("the key is empty".into()));
-        }
-        if key.len() > quota.max_key_bytes {
-            return Err(KvError::Quota(format!(
-                "a key of {} bytes exceeds {}",
-                key.len(),
-                quota.max_key_bytes
-            )));
-        }
-        if value.len() > quota.max_value_bytes {
-            return Err(KvError::Quota(format!(
-                "a value of {} bytes exceeds {}",
-                value.len(),
-                quota.max_value_bytes
-            )));
-        }
+        check_entry(key, value, quota)?;
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let map = scopes.entry(scope.clone()).or_default();
         let old = map.get(key).map(|v| key.len() + v.len());
-        if old.is_none() && map.len() >= quota.max_keys {
-            return Err(KvError::Quota(format!("more than {} keys", quota.max_keys)));
-        }
         let total: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let after = total - old.unwrap_or(0) + key.len() + value.len();
-        if after > quota.max_total_bytes {
-            return Err(KvError::Quota(format!(
-                "{after} bytes stored would exceed {}",
-                quota.max_total_bytes
-            )));
-        }
+        check_totals(map.len(), total, old, key.len() + value.len(), quota)?;
         map.insert(key.to_owned(), value.to_owned());
         Ok(())
     }

@@ -117,6 +117,8 @@ pub(crate) struct Inner {
     pub cfg: PluginHostConfig,
     kv: Arc<dyn KvStore>,
     models: Arc<dyn ModelRunner>,
+    /// The policy of tenants the operator set none for.
+    default_policy: RwLock<TenantPolicy>,
     tenants: RwLock<HashMap<String, Tenant>>,
 }
 
@@ -175,6 +177,7 @@ impl PluginHost {
                 cfg,
                 kv,
                 models,
+                default_policy: RwLock::new(TenantPolicy::default()),
                 tenants: RwLock::new(HashMap::new()),
             }),
         })
@@ -204,12 +207,30 @@ impl PluginHost {
         }
     }
 
+    /// Sets the policy of tenants without their own ([`TenantPolicy::default`] until then).
+    /// Tenants the host already knows keep theirs: set it before plugins are registered.
+    pub fn set_default_policy(&self, policy: TenantPolicy) {
+        *self
+            .inner
+            .default_policy
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    fn default_policy(&self) -> TenantPolicy {
+        self.inner
+            .default_policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn policy(&self, tenant: &str) -> Arc<TenantPolicy> {
         let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
-        tenants
-            .get(tenant)
-            .map(|t| t.policy.clone())
-            .unwrap_or_default()
+        match tenants.get(tenant) {
+            Some(t) => t.policy.clone(),
+            None => Arc::new(self.default_policy()),
+        }
     }
 
     /// Validates, compiles (or loads from the cache) and registers a new version of `name`.
@@ -316,6 +337,7 @@ impl PluginHost {
             World::Endpoint => Pre::Endpoint(ProxyPre::new(ipre).map_err(link)?),
         };
 
+        let default = self.default_policy();
         let mut tenants = self
             .inner
             .tenants
@@ -323,7 +345,7 @@ impl PluginHost {
             .unwrap_or_else(|p| p.into_inner());
         let t = tenants
             .entry(tenant.to_owned())
-            .or_insert_with(|| Tenant::new(TenantPolicy::default()));
+            .or_insert_with(|| Tenant::new(default));
         let entry = t.plugins.entry(name.to_owned()).or_insert_with(|| Entry {
             versions: Vec::new(),
             pinned: None,
