@@ -91,6 +91,9 @@ async fn authenticate(
 async fn run_authed(st: AppState, mut req: Request, next: Next, required: bool) -> Response {
     match authenticate(&st, req.headers()).await {
         Ok(Some((tenant, d))) => {
+            // In flight for the plugin host's fairness: a hot tenant's guests pause while
+            // another tenant's request waits.
+            let _active = st.plugins.host.activity().enter(&tenant.id);
             req.extensions_mut().insert(Authed(tenant));
             let mut resp = next.run(req).await;
             for (n, v) in rate_headers(&d) {

@@ -136,10 +136,7 @@ type Prepared = (Arc<dyn Task>, crate::tasks::Params, Vec<Input>);
 
 impl Jobs {
     /// The task, validated parameters and PNG inputs of a call.
-    fn prepare_call(
-        &self,
-        call: &ModelCall<'_>,
-    ) -> Result<Prepared, ModelRunError> {
+    fn prepare_call(&self, call: &ModelCall<'_>) -> Result<Prepared, ModelRunError> {
         let task = self.registry.get(call.task).ok_or_else(|| {
             ModelRunError::new(
                 "unknown_task",

@@ -23,6 +23,8 @@ const MAX_LOG_BYTES: usize = 64 * 1024;
 
 impl Jobs {
     pub(super) async fn run(self: Arc<Self>, q: QueuedJob) {
+        // A running job keeps its tenant active for the plugin host's fairness.
+        let _active = self.plugins.get().map(|h| h.activity().enter(&q.tenant_id));
         let flag = Arc::new(AtomicBool::new(false));
         self.running
             .lock()

@@ -72,6 +72,7 @@ pub(crate) struct Throttle {
     pub after: Option<Duration>,
     pub pause: Duration,
     pub contention: Arc<Contention>,
+    pub activity: Arc<super::tenant_load::Activity>,
 }
 
 /// A yield that took longer than this ran other tasks: the workers are contended.
@@ -109,19 +110,20 @@ impl Contention {
 /// A throttled guest's yield. A runaway call (past the threshold) always pauses, so it takes
 /// about `tick / (tick + pause)` of a worker. A call throttled only because its tenant is hot
 /// goes to the back of the worker's queue and pauses only while any throttled guest has
-/// recently found other tasks waiting (this one included): a lone tenant's back-to-back short
-/// calls on an idle server keep their speed.
-async fn throttled_yield(runaway: bool, pause: Duration, contention: Arc<Contention>) {
+/// recently found other tasks waiting (this one included) and another tenant has work in
+/// flight: a lone tenant's back-to-back short calls keep their speed, idle server or not.
+async fn throttled_yield(runaway: bool, throttle: Throttle, tenant: String) {
     if !runaway {
         let yielded = Instant::now();
         tokio::task::yield_now().await;
         if yielded.elapsed() >= CONTENDED {
-            contention.mark();
+            throttle.contention.mark();
         }
-        if !contention.recent() {
+        if !throttle.contention.recent() || !throttle.activity.others_active(&tenant) {
             return;
         }
     }
+    let pause = throttle.pause;
     tokio::time::sleep(pause).await;
 }
 
@@ -170,6 +172,7 @@ pub(crate) async fn execute<R>(
     };
     // A tenant that has been keeping a core busy is throttled from its call's first tick.
     let hot = throttle.after.is_some() && state.env.load.hot();
+    let tenant = state.env.tenant.clone();
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     let result = match store.set_fuel(limits.fuel) {
@@ -187,8 +190,7 @@ pub(crate) async fn execute<R>(
                 // also pauses (see `throttled_yield`).
                 let runaway = throttle.after.is_some_and(|after| ran > after);
                 Ok(if runaway || hot {
-                    let contention = throttle.contention.clone();
-                    let pause = throttled_yield(runaway, throttle.pause, contention);
+                    let pause = throttled_yield(runaway, throttle.clone(), tenant.clone());
                     UpdateDeadline::YieldCustom(1, Box::pin(pause))
                 } else {
                     UpdateDeadline::Yield(1)

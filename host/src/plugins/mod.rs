@@ -35,6 +35,7 @@ mod state;
 mod stdio;
 mod store;
 mod tenant_load;
+pub use tenant_load::{Activity, ActivityGuard};
 mod values;
 
 pub use call::CallReport;

@@ -12,6 +12,7 @@ use super::manifest::{Granted, Manifest, TenantPolicy, World};
 use super::model_runner::{ModelRunner, NoModels};
 use super::state::{CallEnv, CallState, LogLine};
 use super::tenant_load::TenantLoad;
+use super::tenant_load::{Activity, ActivityGuard};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -112,6 +113,7 @@ pub(crate) struct Inner {
     pub engine: Engine,
     /// Whether throttled guests recently found the workers contended.
     contention: Arc<Contention>,
+    activity: Arc<Activity>,
     linker: Linker<CallState>,
     engine_key: String,
     pub cfg: PluginHostConfig,
@@ -134,6 +136,8 @@ pub(crate) struct Prepared {
     pub env: Arc<CallEnv>,
     permit: tokio::sync::OwnedSemaphorePermit,
     logs: Arc<Mutex<VecDeque<LogRecord>>>,
+    /// The tenant counts as active from asking for a slot to the end of the call.
+    _active: ActivityGuard,
 }
 
 fn validate_name(name: &str) -> Result<(), UploadError> {
@@ -159,6 +163,12 @@ impl PluginHost {
         Self::with_parts(cfg, Arc::new(MemoryKv::new()), Arc::new(NoModels))
     }
 
+    /// Which tenants have work in flight. The server marks its API requests and running
+    /// jobs here too, so that a hot tenant's guests pause only while another tenant waits.
+    pub fn activity(&self) -> Arc<Activity> {
+        self.inner.activity.clone()
+    }
+
     /// Starts the engine with the given key-value store and model runner.
     pub fn with_parts(
         cfg: PluginHostConfig,
@@ -173,6 +183,7 @@ impl PluginHost {
                 engine_key: engine_key(&engine),
                 engine,
                 contention: Arc::new(Contention::new()),
+                activity: Arc::new(Activity::default()),
                 linker,
                 cfg,
                 kv,
@@ -474,6 +485,7 @@ impl PluginHost {
         name: &str,
         world: World,
     ) -> Result<Prepared, CallError> {
+        let active = self.inner.activity.enter(tenant);
         let (loaded, policy, slots, logs, load) = {
             let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
             let t = tenants
@@ -524,6 +536,7 @@ impl PluginHost {
             env,
             permit,
             logs,
+            _active: active,
         })
     }
 
@@ -539,6 +552,7 @@ impl PluginHost {
             env,
             permit,
             logs,
+            _active,
         } = prepared;
         let mut report = CallReport {
             plugin: loaded.info.name.clone(),
@@ -551,6 +565,7 @@ impl PluginHost {
             after: cfg.throttle_after,
             pause: cfg.throttle_pause,
             contention: self.inner.contention.clone(),
+            activity: self.inner.activity.clone(),
         };
         let pre = loaded.pre.clone();
         let result = execute(

@@ -45,3 +45,78 @@ impl TenantLoad {
         Self::decayed(&mut s) > HOT_CORES * LOAD_TAU_S
     }
 }
+
+/// Which tenants have work in flight: plugin calls (waiting for a slot or running) and what
+/// the server registers (authenticated API requests, running jobs). A hot tenant's guests
+/// pause only while another tenant is active: when the only work waiting is the tenant's
+/// own, pausing slows it down and protects nobody.
+#[derive(Debug, Default)]
+pub struct Activity {
+    counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Activity {
+    /// Marks `tenant` active until the guard drops.
+    pub fn enter(self: &std::sync::Arc<Self>, tenant: &str) -> ActivityGuard {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry(tenant.to_owned()).or_default() += 1;
+        ActivityGuard {
+            activity: self.clone(),
+            tenant: tenant.to_owned(),
+        }
+    }
+
+    /// Whether any tenant other than `tenant` has work in flight.
+    pub fn others_active(&self, tenant: &str) -> bool {
+        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.keys().any(|t| t != tenant)
+    }
+}
+
+/// Keeps a tenant marked active ([`Activity::enter`]).
+#[derive(Debug)]
+pub struct ActivityGuard {
+    activity: std::sync::Arc<Activity>,
+    tenant: String,
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        let mut c = self
+            .activity
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn activity_counts_other_tenants_only() {
+        let a = Arc::new(Activity::default());
+        assert!(!a.others_active("t1"));
+        let g1 = a.enter("t1");
+        let g1b = a.enter("t1");
+        assert!(!a.others_active("t1"), "a tenant's own work does not count");
+        assert!(a.others_active("t2"));
+        drop(g1);
+        assert!(
+            a.others_active("t2"),
+            "one of t1's two calls is still in flight"
+        );
+        drop(g1b);
+        assert!(!a.others_active("t2"));
+        let _g2 = a.enter("t2");
+        assert!(a.others_active("t1"));
+    }
+}
