@@ -284,6 +284,81 @@ pub struct PluginsConfig {
     pub allowed_models: Vec<String>,
     /// Per-tenant replacements of `allowed_models`, by tenant id.
     pub tenant_models: std::collections::BTreeMap<String, Vec<String>>,
+    /// Quotas of each plugin's key-value store (`[plugins.kv]`).
+    pub kv: KvQuotaConfig,
+}
+
+/// Quotas of the `kv` interface, per tenant and plugin (one scope each).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KvQuotaConfig {
+    /// Keys one scope may hold.
+    pub max_keys: usize,
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Keys plus values of one scope, in bytes.
+    pub max_total_bytes: usize,
+}
+
+/// SQLite's default maximum length of a blob (`SQLITE_MAX_LENGTH`): a larger value could
+/// never be stored.
+const MAX_KV_VALUE_BYTES: usize = 1_000_000_000;
+
+impl Default for KvQuotaConfig {
+    fn default() -> Self {
+        let q = crate::plugins::KvQuota::default();
+        KvQuotaConfig {
+            max_keys: q.max_keys,
+            max_key_bytes: q.max_key_bytes,
+            max_value_bytes: q.max_value_bytes,
+            max_total_bytes: q.max_total_bytes,
+        }
+    }
+}
+
+impl KvQuotaConfig {
+    pub fn quota(&self) -> crate::plugins::KvQuota {
+        crate::plugins::KvQuota {
+            max_keys: self.max_keys,
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            max_total_bytes: self.max_total_bytes,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let fields = [
+            ("max_keys", self.max_keys),
+            ("max_key_bytes", self.max_key_bytes),
+            ("max_value_bytes", self.max_value_bytes),
+            ("max_total_bytes", self.max_total_bytes),
+        ];
+        if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("plugins.kv.{name} must be at least 1"));
+        }
+        if self.max_value_bytes > MAX_KV_VALUE_BYTES {
+            return Err(format!(
+                "plugins.kv.max_value_bytes = {} exceeds the database's largest value ({MAX_KV_VALUE_BYTES} bytes)",
+                self.max_value_bytes
+            ));
+        }
+        // An entry is its key plus its value: quotas under which no entry of the allowed
+        // sizes could be stored are a mistake, not a policy.
+        for (name, v) in [
+            ("max_key_bytes", self.max_key_bytes),
+            ("max_value_bytes", self.max_value_bytes),
+        ] {
+            if v > self.max_total_bytes {
+                return Err(format!(
+                    "plugins.kv.{name} = {v} exceeds plugins.kv.max_total_bytes = {}",
+                    self.max_total_bytes
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for PluginsConfig {
@@ -294,6 +369,7 @@ impl Default for PluginsConfig {
             cache_dir: None,
             allowed_models: vec!["*".into()],
             tenant_models: Default::default(),
+            kv: KvQuotaConfig::default(),
         }
     }
 }
@@ -353,6 +429,7 @@ impl Config {
         if self.plugins.max_component_bytes == 0 || self.plugins.compile_timeout_secs == 0 {
             return bad("plugins.max_component_bytes and plugins.compile_timeout_secs must be > 0");
         }
+        self.plugins.kv.validate().map_err(ConfigError::Invalid)?;
         if self.limits.max_page_size == 0 {
             return bad("limits.max_page_size must be at least 1");
         }
@@ -483,5 +560,48 @@ mod tests {
         assert!(Config::load(None, env(&[("EASEL_JOBS__GPU_CONCURENCY", "2")])).is_err());
         assert!(Config::load(None, env(&[("EASEL_JOBS__GPU_CONCURRENCY", "0")])).is_err());
         assert!(Config::load(None, env(&[("EASEL_STORAGE__BACKEND", "s3")])).is_err());
+    }
+
+    #[test]
+    fn kv_quotas_default_to_the_hosts_and_are_validated() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.plugins.kv.quota(), crate::plugins::KvQuota::default());
+        let c = Config::load(
+            None,
+            env(&[
+                ("EASEL_PLUGINS__KV__MAX_VALUE_BYTES", "100"),
+                ("EASEL_PLUGINS__KV__MAX_KEYS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.plugins.kv.quota().max_value_bytes, 100);
+        assert_eq!(c.plugins.kv.quota().max_keys, 3);
+        assert_eq!(
+            c.plugins.kv.max_key_bytes, 256,
+            "the others keep their defaults"
+        );
+        for (var, value, says) in [
+            (
+                "EASEL_PLUGINS__KV__MAX_KEYS",
+                "0",
+                "plugins.kv.max_keys must be at least 1",
+            ),
+            (
+                "EASEL_PLUGINS__KV__MAX_TOTAL_BYTES",
+                "100",
+                "plugins.kv.max_value_bytes = 65536 exceeds plugins.kv.max_total_bytes = 100",
+            ),
+            (
+                "EASEL_PLUGINS__KV__MAX_VALUE_BYTES",
+                "2000000000",
+                "exceeds the database's largest value",
+            ),
+            ("EASEL_PLUGINS__KV__MAX_KEY", "3", "max_key"),
+        ] {
+            let e = Config::load(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{var}={value}: {e}");
+        }
     }
 }

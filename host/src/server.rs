@@ -105,8 +105,10 @@ async fn open_plugins(
     let host = PluginHost::with_parts(pcfg, Arc::new(DbKv::new(db.clone())), models)
         .context("starting the plugin host")?;
     // Before the plugins load: the tenants they create take these policies.
+    let kv = Some(config.plugins.kv.quota());
     host.set_default_policy(TenantPolicy {
         allowed_models: config.plugins.allowed_models.clone(),
+        kv: kv.clone(),
         ..Default::default()
     });
     for (tenant, models) in &config.plugins.tenant_models {
@@ -114,6 +116,7 @@ async fn open_plugins(
             tenant,
             TenantPolicy {
                 allowed_models: models.clone(),
+                kv: kv.clone(),
                 ..Default::default()
             },
         );

@@ -14,12 +14,6 @@ use serde_json::Value;
 
 const PLUGIN: &str = "mk";
 
-async fn balance(s: &Server, key: &str) -> i64 {
-    get(s, key, "/v1/account").await.1["credits"]
-        .as_i64()
-        .unwrap()
-}
-
 async fn install(s: &Server, key: &str) {
     let (status, v) = json_of(put_raw(s, key, PLUGIN, component("test-models-kv")).await).await;
     assert_eq!(status, 201, "{v}");
@@ -213,4 +207,119 @@ async fn kv_persists_across_restarts_per_tenant_within_quotas() {
     assert_eq!(text(&body), "greeting", "`gone` was deleted");
     let (_, _, body) = call(&s, &a.key, Method::GET, "/kv/big", vec![]).await;
     assert_eq!(body, vec![7; 64 << 10]);
+}
+
+#[tokio::test]
+async fn deleting_a_plugin_removes_only_its_own_kv_rows() {
+    use reqwest::Method;
+    let s = server();
+    let a = s.tenant("a", 10).await;
+    let b = s.tenant("b", 10).await;
+    install(&s, &a.key).await;
+    install(&s, &b.key).await;
+    // The same component under another name: a different scope of tenant a.
+    let (status, v) =
+        json_of(put_raw(&s, &a.key, "mk-other", component("test-models-kv")).await).await;
+    assert_eq!(status, 201, "{v}");
+    for (key, path) in [
+        (&a.key, format!("/v1/x/{PLUGIN}/kv/k")),
+        (&b.key, format!("/v1/x/{PLUGIN}/kv/k")),
+        (&a.key, "/v1/x/mk-other/kv/k".to_owned()),
+    ] {
+        let r = client()
+            .put(s.u(&path))
+            .bearer_auth(key)
+            .body(path.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{path}");
+    }
+
+    let (status, _) = call_json(
+        &s,
+        &a.key,
+        Method::DELETE,
+        &format!("/v1/plugins/{PLUGIN}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    // Uploaded again under the same name, it starts with no data.
+    install(&s, &a.key).await;
+    let (st, _, body) = call(&s, &a.key, Method::GET, "/kv/k", vec![]).await;
+    assert_eq!((st, text(&body).as_str()), (404, "absent"));
+    let (_, _, body) = call(&s, &a.key, Method::GET, "/kv?prefix=", vec![]).await;
+    assert_eq!(text(&body), "", "no key of the deleted plugin is left");
+    // Tenant b's plugin of the same name and tenant a's other plugin keep theirs.
+    let (st, _, body) = call(&s, &b.key, Method::GET, "/kv/k", vec![]).await;
+    assert_eq!((st, text(&body)), (200, format!("/v1/x/{PLUGIN}/kv/k")));
+    let r = client()
+        .get(s.u("/v1/x/mk-other/kv/k"))
+        .bearer_auth(&a.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "/v1/x/mk-other/kv/k");
+}
+
+#[tokio::test]
+async fn kv_quotas_come_from_the_config() {
+    use reqwest::Method;
+    let s = server_with(&[
+        ("EASEL_PLUGINS__KV__MAX_VALUE_BYTES", "8"),
+        ("EASEL_PLUGINS__KV__MAX_KEYS", "2"),
+    ]);
+    let a = s.tenant("a", 10).await;
+    install(&s, &a.key).await;
+    let (st, _, body) = call(&s, &a.key, Method::PUT, "/kv/k1", b"123456789".to_vec()).await;
+    assert_eq!(st, 409);
+    let msg = text(&body);
+    assert!(
+        msg.starts_with("quota_exceeded") && msg.contains("a value of 9 bytes exceeds 8"),
+        "{msg}"
+    );
+    let (st, _, body) = call(&s, &a.key, Method::PUT, "/kv/k1", b"12345678".to_vec()).await;
+    assert_eq!(
+        st,
+        204,
+        "a value at the lowered limit fits: {}",
+        text(&body)
+    );
+    let (st, _, _) = call(&s, &a.key, Method::PUT, "/kv/k2", b"x".to_vec()).await;
+    assert_eq!(st, 204);
+    let (st, _, body) = call(&s, &a.key, Method::PUT, "/kv/k3", b"x".to_vec()).await;
+    assert_eq!(st, 409);
+    let msg = text(&body);
+    assert!(
+        msg.starts_with("quota_exceeded") && msg.contains("more than 2 keys"),
+        "{msg}"
+    );
+    // Replacing an existing key is not a new key.
+    let (st, _, _) = call(&s, &a.key, Method::PUT, "/kv/k2", b"y".to_vec()).await;
+    assert_eq!(st, 204);
+}
+
+#[test]
+fn a_bad_kv_quota_stops_the_server_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_easel"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("EASEL_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("EASEL_GPU__ENABLED", "false")
+        .env("EASEL_PLUGINS__KV__MAX_KEYS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plugins.kv.max_keys must be at least 1"),
+        "{err}"
+    );
 }

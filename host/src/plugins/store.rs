@@ -97,7 +97,8 @@ impl PluginStore {
             .await
     }
 
-    /// Forgets every version of a plugin, and the component files no other row uses.
+    /// Forgets every version of a plugin, its key-value data, and the component files no
+    /// other row uses.
     pub async fn delete(&self, tenant: &str, name: &str) -> Result<(), StoreError> {
         let (tenant, name, dir) = (tenant.to_owned(), name.to_owned(), self.dir.clone());
         self.db
@@ -116,6 +117,12 @@ impl PluginStore {
                 )?;
                 tx.execute(
                     "DELETE FROM plugin_pins WHERE tenant_id = ?1 AND name = ?2",
+                    params![tenant, name],
+                )?;
+                // The plugin's key-value data goes with it (a plugin uploaded later under the
+                // same name starts empty), in the same transaction as the plugin's rows.
+                tx.execute(
+                    "DELETE FROM plugin_kv WHERE tenant_id = ?1 AND plugin = ?2",
                     params![tenant, name],
                 )?;
                 let mut orphans = Vec::new();
