@@ -133,6 +133,23 @@ CREATE TABLE IF NOT EXISTS plugin_kv (
     size INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, plugin, key)
 );
+-- Every change of a tenant's balance, written in the transaction that makes it
+-- (tenants::ledger).
+CREATE TABLE IF NOT EXISTS credit_ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant_id TEXT NOT NULL,
+    -- signed: positive credits the tenant, negative debits it
+    amount INTEGER NOT NULL,
+    -- the balance right after the change
+    balance INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    job_id TEXT,
+    plugin TEXT,
+    task TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS credit_ledger_tenant ON credit_ledger(tenant_id, seq);
 "#;
 
 impl Db {

@@ -34,30 +34,6 @@ fn step(stage: &str, plugin: &str, version: u64) -> (String, String, u64) {
     (stage.to_owned(), plugin.to_owned(), version)
 }
 
-async fn put_pipeline(s: &Server, key: &str, task: &str, body: Value) -> (u16, Value) {
-    call_json(
-        s,
-        key,
-        Method::PUT,
-        &format!("/v1/pipelines/{task}"),
-        Some(body),
-    )
-    .await
-}
-
-async fn balance(s: &Server, key: &str) -> i64 {
-    get(s, key, "/v1/account").await.1["credits"]
-        .as_i64()
-        .unwrap()
-}
-
-fn gradient_png(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbaImage::from_fn(w, h, |x, y| image::Rgba([x as u8, y as u8, 99, 255]));
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
 /// Pixels that differ between two images of the same size.
 fn changed(a: &image::RgbaImage, b: &image::RgbaImage) -> Vec<(u32, u32)> {
     assert_eq!(a.dimensions(), b.dimensions());

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod credits;
 pub mod errors;
 pub mod files;
 pub mod health;
@@ -82,6 +83,7 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/jobs/{id}/webhooks", get(jobs::webhooks))
         .route("/v1/files", post(files::upload))
         .route("/v1/account", get(account::get))
+        .route("/v1/credits/ledger", get(credits::ledger))
         .route("/v1/plugins", get(plugins::list))
         .route(
             "/v1/plugins/{name}",

@@ -9,7 +9,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    AppState, account, admin, files, health, jobs, metrics, models, pipelines, plugins, tasks,
+    AppState, account, admin, credits, files, health, jobs, metrics, models, pipelines, plugins,
+    tasks,
 };
 
 struct Security;
@@ -44,7 +45,7 @@ impl Modify for Security {
         models::list, tasks::submit,
         jobs::list, jobs::get, jobs::cancel, jobs::events, jobs::webhooks,
         files::upload, files::download, files::delete,
-        account::get,
+        account::get, credits::ledger,
         plugins::upload, plugins::list, plugins::get, plugins::delete, plugins::logs,
         plugins::pin, plugins::unpin,
         pipelines::list, pipelines::get, pipelines::put, pipelines::delete,

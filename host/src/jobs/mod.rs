@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::storage::files::{self, FileError, FileKind, FileRecord, Files, NewFile};
 use crate::tasks::image_io::{self, ImageLimits};
 use crate::tasks::{ModelCache, ParamError, Registry, params};
-use crate::tenants::Tenant;
+use crate::tenants::{Tenant, ledger};
 use crate::webhooks::{self, Webhooks, ssrf};
 use events::{EventBus, JobEvent};
 use model::*;
@@ -419,11 +419,10 @@ impl Jobs {
                     files::insert(&tx, r)?;
                 }
                 if j.credits > 0 {
-                    let n = tx.execute(
-                        "UPDATE tenants SET credits = credits - ?1 WHERE id = ?2 AND credits >= ?1",
-                        rusqlite::params![j.credits, j.tenant_id],
-                    )?;
-                    if n == 0 {
+                    let charge =
+                        ledger::Change::new(&j.tenant_id, -j.credits, ledger::Reason::JobCharge)
+                            .job(&j.id, &j.task);
+                    if !ledger::apply(&tx, &charge)? {
                         let balance = tx.query_row(
                             "SELECT credits FROM tenants WHERE id = ?1",
                             [&j.tenant_id],

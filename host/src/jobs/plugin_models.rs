@@ -8,7 +8,8 @@
 //! - The task's price (`Registry::cost`, what a job of it costs) is taken from the tenant's
 //!   balance in one conditional update (`insufficient_credits` when it cannot pay) and given
 //!   back when the run fails. The charge is logged, counted in `credits_charged_total`, and,
-//!   inside a job, recorded on the plugin step (`model_credits`).
+//!   inside a job, recorded on the plugin step (`model_credits`, and each run, refused
+//!   ones included, in `model_runs`).
 //! - Lanes: a call from a plugin inside a job (pre/postprocess, route) runs under that
 //!   job's lane slot: waiting for another slot of the same lane while holding one could
 //!   deadlock once every slot is held by such jobs. Only a CPU job's plugin asking for a
@@ -18,8 +19,10 @@
 //! - The task runs on a blocking thread under `jobs.timeout_secs`; inside a job it stops
 //!   when the job is canceled, and an endpoint's run stops when its caller goes away.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use serde::{Deserialize, Serialize};
 
 use super::Jobs;
 use super::model::Job;
@@ -27,13 +30,27 @@ use super::plugins::plugin_params_to_task;
 use super::worker::Failure;
 use crate::plugins::images::Format;
 use crate::plugins::{
-    ModelCall, ModelFuture, ModelResult, ModelRunError, ModelRunner, ParamValue, PluginImage,
+    ModelCall, ModelFuture, ModelRefusal, ModelResult, ModelRunError, ModelRunner, ParamValue,
+    PluginImage,
 };
 use crate::tasks::{Input, Progress, ProgressSink, Task, TaskContext};
+use crate::tenants::ledger;
 
 tokio::task_local! {
     /// Set by the job pipeline around its plugin calls: the job they run inside.
     pub(super) static IN_JOB: InJob;
+}
+
+/// One `models.run` call of a plugin step, as `GET /v1/jobs/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelRun {
+    pub task: String,
+    pub model: Option<String>,
+    /// Credits the run cost (0 when it was refused, failed and refunded, or is free).
+    pub credits: i64,
+    /// `code: message` when the run was refused or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The job a plugin call runs inside.
@@ -43,8 +60,8 @@ pub(super) struct InJob {
     /// The lane whose slot the job holds.
     gpu: bool,
     canceled: Arc<AtomicBool>,
-    /// Credits charged by model runs since the last [`InJob::take_credits`].
-    credits: Arc<AtomicI64>,
+    /// Model runs since the last [`InJob::take_runs`].
+    runs: Arc<Mutex<Vec<(ModelRun, Option<ModelRunError>)>>>,
 }
 
 impl InJob {
@@ -53,12 +70,25 @@ impl InJob {
             job_id: job.id.clone(),
             gpu,
             canceled,
-            credits: Default::default(),
+            runs: Default::default(),
         }
     }
 
-    pub(super) fn take_credits(&self) -> i64 {
-        self.credits.swap(0, Ordering::Relaxed)
+    fn push(&self, task: &str, model: Option<&str>, credits: i64, error: Option<&ModelRunError>) {
+        let run = ModelRun {
+            task: task.to_owned(),
+            model: model.map(str::to_owned),
+            credits,
+            error: error.map(ToString::to_string),
+        };
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.push((run, error.cloned()));
+    }
+
+    /// The model runs of the plugin call that just ended, with the errors they gave the
+    /// guest.
+    pub(super) fn take_runs(&self) -> Vec<(ModelRun, Option<ModelRunError>)> {
+        std::mem::take(&mut *self.runs.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -79,11 +109,30 @@ impl PluginModels {
 impl ModelRunner for PluginModels {
     fn run<'a>(&'a self, call: ModelCall<'a>) -> ModelFuture<'a> {
         Box::pin(async move {
+            let in_job = IN_JOB.try_with(InJob::clone).ok();
+            let task = call.task;
+            let model = params_model(&call).as_str().map(str::to_owned);
             let jobs = self.jobs.upgrade().ok_or_else(|| {
                 ModelRunError::new("model_unavailable", "the server is shutting down")
-            })?;
-            jobs.run_for_plugin(call).await
+            });
+            let r = match jobs {
+                Ok(jobs) => jobs.run_for_plugin(call).await,
+                Err(e) => Err(e),
+            };
+            if let Some(j) = &in_job {
+                match &r {
+                    Ok((_, credits)) => j.push(task, model.as_deref(), *credits, None),
+                    Err(e) => j.push(task, model.as_deref(), 0, Some(e)),
+                }
+            }
+            r.map(|(result, _)| result)
         })
+    }
+
+    fn refused(&self, refusal: ModelRefusal<'_>) {
+        if let Ok(j) = IN_JOB.try_with(InJob::clone) {
+            j.push(refusal.task, refusal.model, 0, Some(refusal.error));
+        }
     }
 }
 
@@ -95,6 +144,7 @@ fn from_failure(f: Failure) -> ModelRunError {
     match f {
         Failure::Task(e) => ModelRunError::new(e.code(), e.to_string()),
         Failure::Other(code, message) => ModelRunError::new(code, message),
+        Failure::Model(e) => e,
     }
 }
 
@@ -162,7 +212,7 @@ impl Jobs {
             }
         }
         let params = plugin_params_to_task(task.as_ref(), &params).map_err(|f| match f {
-            Failure::Other(_, m) => invalid(m),
+            Failure::Other(_, m) | Failure::Model(ModelRunError { message: m, .. }) => invalid(m),
             Failure::Task(e) => invalid(e.to_string()),
         })?;
         let specs = task.inputs();
@@ -218,26 +268,52 @@ impl Jobs {
         Ok((task, params, inputs))
     }
 
-    /// Takes `credits` from the tenant if the balance covers them; `Err(balance)` otherwise.
-    async fn charge(&self, tenant: &str, credits: i64) -> Result<(), ModelRunError> {
-        let tenant = tenant.to_owned();
-        let r = self
-            .db
+    /// Adds `amount` to the call's tenant with its ledger entry, in one transaction. A
+    /// debit the balance cannot cover changes nothing and returns `Err(balance)`.
+    async fn move_credits(
+        &self,
+        call: &ModelCall<'_>,
+        in_job: Option<&InJob>,
+        amount: i64,
+        reason: ledger::Reason,
+    ) -> Result<Result<(), i64>, crate::db::DbError> {
+        let (tenant, plugin, task) = (
+            call.tenant.to_owned(),
+            call.plugin.to_owned(),
+            call.task.to_owned(),
+        );
+        let job = in_job.map(|j| j.job_id.clone());
+        self.db
             .call(move |c| -> Result<Result<(), i64>, crate::db::DbError> {
-                let n = c.execute(
-                    "UPDATE tenants SET credits = credits - ?1 WHERE id = ?2 AND credits >= ?1",
-                    rusqlite::params![credits, tenant],
-                )?;
-                if n == 1 {
-                    return Ok(Ok(()));
+                let tx = c.transaction()?;
+                let mut change = ledger::Change::new(&tenant, amount, reason)
+                    .plugin(&plugin)
+                    .task(&task);
+                change.job_id = job.as_deref();
+                if !ledger::apply(&tx, &change)? {
+                    let balance = tx.query_row(
+                        "SELECT credits FROM tenants WHERE id = ?1",
+                        [&tenant],
+                        |r| r.get(0),
+                    )?;
+                    return Ok(Err(balance));
                 }
-                let balance = c.query_row(
-                    "SELECT credits FROM tenants WHERE id = ?1",
-                    [&tenant],
-                    |r| r.get(0),
-                )?;
-                Ok(Err(balance))
+                tx.commit()?;
+                Ok(Ok(()))
             })
+            .await
+    }
+
+    /// Takes `credits` from the tenant if the balance covers them (`insufficient_credits`
+    /// otherwise).
+    async fn charge(
+        &self,
+        call: &ModelCall<'_>,
+        in_job: Option<&InJob>,
+        credits: i64,
+    ) -> Result<(), ModelRunError> {
+        let r = self
+            .move_credits(call, in_job, -credits, ledger::Reason::PluginModelCharge)
             .await
             .map_err(|e| ModelRunError::new("internal_error", format!("charging credits: {e}")))?;
         r.map_err(|balance| {
@@ -248,30 +324,25 @@ impl Jobs {
         })
     }
 
-    async fn refund(&self, tenant: &str, credits: i64) {
-        let t = tenant.to_owned();
+    async fn refund(&self, call: &ModelCall<'_>, in_job: Option<&InJob>, credits: i64) {
         let r = self
-            .db
-            .call(move |c| {
-                c.execute(
-                    "UPDATE tenants SET credits = credits + ?1 WHERE id = ?2",
-                    rusqlite::params![credits, t],
-                )
-                .map_err(crate::db::DbError::from)
-            })
+            .move_credits(call, in_job, credits, ledger::Reason::PluginModelRefund)
             .await;
         if let Err(e) = r {
-            tracing::error!("refunding {credits} credits to tenant {tenant}: {e}");
+            tracing::error!("refunding {credits} credits to tenant {}: {e}", call.tenant);
         }
     }
 
-    /// One `models.run` call of a plugin (see the module docs).
-    async fn run_for_plugin(&self, call: ModelCall<'_>) -> Result<ModelResult, ModelRunError> {
+    /// One `models.run` call of a plugin (see the module docs), and the credits it cost.
+    async fn run_for_plugin(
+        &self,
+        call: ModelCall<'_>,
+    ) -> Result<(ModelResult, i64), ModelRunError> {
         let (task, params, inputs) = self.prepare_call(&call)?;
         let in_job = IN_JOB.try_with(InJob::clone).ok();
         let cost = self.registry.cost(task.as_ref()) as i64;
         if cost > 0 {
-            self.charge(call.tenant, cost).await?;
+            self.charge(&call, in_job.as_ref(), cost).await?;
         }
         let run = self
             .run_plugin_task(&call, task.clone(), params, inputs, in_job.as_ref())
@@ -317,9 +388,6 @@ impl Jobs {
                         .with_label_values(&[call.tenant])
                         .inc_by(cost as u64);
                 }
-                if let Some(j) = &in_job {
-                    j.credits.fetch_add(cost, Ordering::Relaxed);
-                }
             }
             Err(e) => {
                 tracing::info!(
@@ -329,11 +397,11 @@ impl Jobs {
                     "plugin model run failed ({e}); {cost} credits refunded"
                 );
                 if cost > 0 {
-                    self.refund(call.tenant, cost).await;
+                    self.refund(&call, in_job.as_ref(), cost).await;
                 }
             }
         }
-        result
+        result.map(|r| (r, cost))
     }
 
     /// Runs the task in the right lane slot (see the module docs).

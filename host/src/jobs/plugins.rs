@@ -24,13 +24,15 @@ use serde::{Deserialize, Serialize};
 
 use super::Jobs;
 use super::model::Job;
-use super::plugin_models::{IN_JOB, InJob};
+use super::plugin_models::{IN_JOB, InJob, ModelRun};
 use super::worker::{Failure, JobSink};
 use crate::plugins::images::Format;
 use crate::plugins::{
-    CallReport, Called, ImageInfo, PluginHost, PluginImage, PluginOutput, PluginRequest, World,
+    CallError, CallReport, Called, ImageInfo, ModelRunError, PluginHost, PluginImage, PluginOutput,
+    PluginRequest, World,
 };
 use crate::tasks::{self, Input, Output, Task, TaskContext};
+use crate::tenants::ledger;
 
 /// One plugin call of a job, as `GET /v1/jobs/{id}` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -50,6 +52,9 @@ pub struct PluginStep {
     /// Credits the plugin's `models.run` calls charged during this step (on top of the job's).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub model_credits: i64,
+    /// The plugin's `models.run` calls during this step, in order, refused ones included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_runs: Vec<ModelRun>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -96,9 +101,10 @@ impl Stages {
 }
 
 impl PluginStep {
-    fn new(stage: &str, r: &CallReport, error: Option<String>, model_credits: i64) -> Self {
+    fn new(stage: &str, r: &CallReport, error: Option<String>, model_runs: Vec<ModelRun>) -> Self {
         Self {
-            model_credits,
+            model_credits: model_runs.iter().map(|r| r.credits).sum(),
+            model_runs,
             stage: stage.to_owned(),
             plugin: r.plugin.clone(),
             version: r.version,
@@ -111,31 +117,48 @@ impl PluginStep {
     }
 }
 
-/// Records the call (with the credits its model runs charged) and turns its failure into
-/// the job's.
+/// Records the call (with its model runs and the credits they charged) and turns its
+/// failure into the job's. A guest that returns the error one of its model runs got,
+/// unchanged, fails the job with that error's code (`permission_denied`,
+/// `insufficient_credits`, ...): the host made that error, so its code is the job's cause.
 fn record<T>(
     steps: &mut Vec<PluginStep>,
     stage: &str,
     c: Called<T>,
     in_job: &InJob,
 ) -> Result<T, Failure> {
-    let credits = in_job.take_credits();
+    let runs = in_job.take_runs();
+    let relayed = match &c.result {
+        Err(CallError::Guest { code, message }) => runs
+            .iter()
+            .filter_map(|(run, e)| Some((run, e.as_ref()?)))
+            .find(|(_, e)| e.code == *code && e.message == *message)
+            .map(|(run, e)| {
+                ModelRunError::new(
+                    e.code.clone(),
+                    format!(
+                        "{stage} plugin `{}`: models.run `{}`: {}",
+                        c.report.plugin, run.task, e.message
+                    ),
+                )
+            }),
+        _ => None,
+    };
+    let runs = runs.into_iter().map(|(run, _)| run).collect();
     match c.result {
         Ok(v) => {
-            steps.push(PluginStep::new(stage, &c.report, None, credits));
+            steps.push(PluginStep::new(stage, &c.report, None, runs));
             Ok(v)
         }
         Err(e) => {
-            steps.push(PluginStep::new(
-                stage,
-                &c.report,
-                Some(e.to_string()),
-                credits,
-            ));
-            Err(Failure::Other(
-                e.code(),
-                format!("{stage} plugin `{}`: {e}", c.report.plugin),
-            ))
+            steps.push(PluginStep::new(stage, &c.report, Some(e.to_string()), runs));
+            Err(match relayed {
+                Some(r) => Failure::Model(r),
+                None => Failure::Other(
+                    e.code(),
+                    format!("{stage} plugin `{}`: {e}", c.report.plugin),
+                ),
+            })
         }
     }
 }
@@ -281,9 +304,15 @@ impl Jobs {
 
     /// Makes the job's reservation the cost of `plan`: reserves the difference from the
     /// tenant's balance (or returns it), in one transaction with the job's new amount.
-    async fn reserve_plan(&self, job: &Job, plan: &[PlannedTask]) -> Result<(), Failure> {
+    async fn reserve_plan(
+        &self,
+        job: &Job,
+        router: &str,
+        plan: &[PlannedTask],
+    ) -> Result<(), Failure> {
         let total: i64 = plan.iter().map(|p| p.credits).sum();
         let (id, tenant) = (job.id.clone(), job.tenant_id.clone());
+        let (task, router) = (job.task.clone(), router.to_owned());
         let r = self
             .db
             .call(
@@ -302,24 +331,21 @@ impl Jobs {
                         )));
                     }
                     let extra = total - reserved;
-                    if extra > 0 {
-                        let n = tx.execute(
-                        "UPDATE tenants SET credits = credits - ?1 WHERE id = ?2 AND credits >= ?1",
-                        rusqlite::params![extra, tenant],
-                    )?;
-                        if n == 0 {
-                            let balance: i64 = tx.query_row(
-                                "SELECT credits FROM tenants WHERE id = ?1",
-                                [&tenant],
-                                |r| r.get(0),
-                            )?;
-                            return Ok(Err((reserved, balance)));
-                        }
-                    } else if extra < 0 {
-                        tx.execute(
-                            "UPDATE tenants SET credits = credits + ?1 WHERE id = ?2",
-                            rusqlite::params![-extra, tenant],
+                    let reason = if extra > 0 {
+                        ledger::Reason::PlanCharge
+                    } else {
+                        ledger::Reason::PlanRefund
+                    };
+                    let change = ledger::Change::new(&tenant, -extra, reason)
+                        .job(&id, &task)
+                        .plugin(&router);
+                    if extra != 0 && !ledger::apply(&tx, &change)? {
+                        let balance: i64 = tx.query_row(
+                            "SELECT credits FROM tenants WHERE id = ?1",
+                            [&tenant],
+                            |r| r.get(0),
                         )?;
+                        return Ok(Err((reserved, balance)));
                     }
                     tx.execute(
                         "UPDATE jobs SET credits = ?2 WHERE id = ?1",
@@ -436,7 +462,7 @@ impl Jobs {
             if let Some(last) = steps.last_mut() {
                 last.plan = Some(priced.clone());
             }
-            self.reserve_plan(job, &priced).await?;
+            self.reserve_plan(job, r, &priced).await?;
         }
 
         // The task(s): each step's outputs are the next step's input images.

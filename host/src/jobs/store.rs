@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::model::*;
 use crate::db::DbError;
 use crate::tasks::Params;
+use crate::tenants::ledger;
 
 pub(crate) const COLUMNS: &str = "seq, id, tenant_id, task, status, priority, params, inputs, outputs, error_code, \
      error_message, progress, logs, attempts, credits, credits_state, idempotency_key, request_hash, webhook_url, \
@@ -219,10 +220,9 @@ pub fn finish(
         && job.credits_state == CreditsState::Reserved
         && job.credits > 0
     {
-        tx.execute(
-            "UPDATE tenants SET credits = credits + ?1 WHERE id = ?2",
-            params![job.credits, job.tenant_id],
-        )?;
+        let refund = ledger::Change::new(&job.tenant_id, job.credits, ledger::Reason::JobRefund)
+            .job(&job.id, &job.task);
+        ledger::apply(tx, &refund)?;
     }
     Ok(true)
 }

@@ -194,6 +194,18 @@ impl Jobs {
                 )
                 .await?;
             }
+            Err(Failure::Model(e)) => {
+                self.finish(
+                    &job.id,
+                    JobStatus::Running,
+                    JobStatus::Failed,
+                    vec![],
+                    fail(&e.code, e.message),
+                    logs,
+                    vec![],
+                )
+                .await?;
+            }
         }
         Ok(())
     }
@@ -246,6 +258,9 @@ impl Jobs {
 pub(super) enum Failure {
     Task(TaskError),
     Other(&'static str, String),
+    /// A plugin's `models.run` call failed (or was refused) and the plugin returned that
+    /// error unchanged: the job fails with the run's own code.
+    Model(crate::plugins::ModelRunError),
 }
 
 struct SinkState {

@@ -46,7 +46,9 @@ pub use kv_db::DbKv;
 pub use kv_store::{KvError, KvScope, KvStore, MemoryKv};
 pub use limits::{LimitOverrides, Limits};
 pub use manifest::{Capabilities, KvQuota, Manifest, TenantPolicy, World};
-pub use model_runner::{ModelCall, ModelFuture, ModelResult, ModelRunError, ModelRunner, NoModels};
+pub use model_runner::{
+    ModelCall, ModelFuture, ModelRefusal, ModelResult, ModelRunError, ModelRunner, NoModels,
+};
 pub use processor::ImageInfo;
 pub use registry::{LogRecord, PluginHost, PluginVersionInfo, PluginVersions};
 pub use state::{LogLevel, LogLine};

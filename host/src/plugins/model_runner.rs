@@ -50,6 +50,22 @@ pub type ModelFuture<'a> =
 /// limit.
 pub trait ModelRunner: Send + Sync + 'static {
     fn run<'a>(&'a self, call: ModelCall<'a>) -> ModelFuture<'a>;
+
+    /// Told of a call the host refused before it reached [`ModelRunner::run`] (the plugin
+    /// or tenant may not use the model), so the refusal can be recorded where the call was
+    /// made (a job's plugin step). Nothing by default.
+    fn refused(&self, refusal: ModelRefusal<'_>) {
+        let _ = refusal;
+    }
+}
+
+/// A `models.run` call the host refused, and the error the guest got.
+pub struct ModelRefusal<'a> {
+    pub tenant: &'a str,
+    pub plugin: &'a str,
+    pub task: &'a str,
+    pub model: Option<&'a str>,
+    pub error: &'a ModelRunError,
 }
 
 /// The runner when none is configured: every task is unavailable.

@@ -1,6 +1,7 @@
 //! Tenants: who may call the API, their credits and webhook secret.
 
 pub mod keys;
+pub mod ledger;
 pub mod ratelimit;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -82,10 +83,16 @@ pub fn create(
     }
     let id = ids::new_id("tnt");
     let key = keys::new_api_key();
-    conn.execute(
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
         "INSERT INTO tenants (id, name, key_hash, credits, priority, webhook_secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![id, name, keys::hash_key(&key), credits, priority, keys::new_webhook_secret(), ids::now_ms()],
     )?;
+    ledger::record(
+        &tx,
+        &ledger::Change::new(&id, credits, ledger::Reason::Grant),
+    )?;
+    tx.commit()?;
     Ok(CreatedTenant {
         tenant: get(conn, &id)?,
         api_key: key,
@@ -123,19 +130,19 @@ pub fn list(conn: &Connection) -> Result<Vec<Tenant>, TenantError> {
     Ok(rows)
 }
 
-/// Adds `delta` (may be negative) to the balance; refuses to go below zero.
+/// Adds `delta` (may be negative) to the balance, with its ledger entry; refuses to go
+/// below zero.
 pub fn add_credits(conn: &Connection, id: &str, delta: i64) -> Result<Tenant, TenantError> {
-    let t = get(conn, id)?;
-    if t.credits + delta < 0 {
+    let tx = conn.unchecked_transaction()?;
+    let t = get(&tx, id)?;
+    let change = ledger::Change::new(id, delta, ledger::Reason::AdminAdjustment);
+    if !ledger::apply(&tx, &change)? {
         return Err(TenantError::NegativeBalance {
             balance: t.credits,
             delta,
         });
     }
-    conn.execute(
-        "UPDATE tenants SET credits = credits + ?1 WHERE id = ?2",
-        params![delta, id],
-    )?;
+    tx.commit()?;
     get(conn, id)
 }
 
@@ -227,6 +234,19 @@ impl Tenants {
 
     pub async fn rotate_key(&self, id: String) -> Result<CreatedTenant, TenantError> {
         self.db.call(move |c| rotate_key(c, &id)).await
+    }
+
+    /// A page of the tenant's credit ledger (`None`: `after` is not one of its entries).
+    pub async fn ledger(
+        &self,
+        id: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Option<ledger::Page>, TenantError> {
+        Ok(self
+            .db
+            .call(move |c| ledger::list(c, &id, after.as_deref(), limit))
+            .await?)
     }
 }
 

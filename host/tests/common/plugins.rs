@@ -121,7 +121,14 @@ pub async fn convert_png(s: &Server, key: &str, input: &[u8]) -> Value {
 
 /// The job's first output, decoded.
 pub async fn output_pixels(s: &Server, job: &Value) -> image::RgbaImage {
-    let url = job["outputs"][0]["url"].as_str().unwrap();
+    output_pixels_at(s, job, 0).await
+}
+
+/// The job's output `k`, decoded.
+pub async fn output_pixels_at(s: &Server, job: &Value, k: usize) -> image::RgbaImage {
+    let url = job["outputs"][k]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no output {k}: {job}"));
     let r = client().get(s.u(url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     image::load_from_memory(&r.bytes().await.unwrap())
@@ -150,4 +157,23 @@ pub async fn call_json(
     }
     let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     (status, v)
+}
+
+/// `PUT /v1/pipelines/{task}` with `body`: the status and JSON answer.
+pub async fn put_pipeline(s: &Server, key: &str, task: &str, body: Value) -> (u16, Value) {
+    call_json(
+        s,
+        key,
+        reqwest::Method::PUT,
+        &format!("/v1/pipelines/{task}"),
+        Some(body),
+    )
+    .await
+}
+
+/// The tenant's balance (`GET /v1/account`).
+pub async fn balance(s: &Server, key: &str) -> i64 {
+    get(s, key, "/v1/account").await.1["credits"]
+        .as_i64()
+        .unwrap()
 }

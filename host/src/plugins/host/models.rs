@@ -7,7 +7,7 @@ use super::{HostResult, error};
 use crate::plugins::bindings::easel::plugin::models::{self, ModelOutput};
 use crate::plugins::bindings::easel::plugin::types::Param;
 use crate::plugins::images::PluginImage;
-use crate::plugins::model_runner::ModelCall;
+use crate::plugins::model_runner::{ModelCall, ModelRefusal, ModelRunError};
 use crate::plugins::state::CallState;
 use crate::plugins::values::params_from_wit;
 use std::time::Instant;
@@ -31,10 +31,18 @@ impl models::Host for CallState {
                 Some(m) => format!("{task}/{m}"),
                 None => task.clone(),
             };
-            return Ok(Err(error(
+            let refusal = ModelRunError::new(
                 "permission_denied",
                 format!("this plugin may not run model `{name}` for this tenant"),
-            )));
+            );
+            env.models.refused(ModelRefusal {
+                tenant: &env.tenant,
+                plugin: &env.plugin,
+                task: &task,
+                model: model.as_deref(),
+                error: &refusal,
+            });
+            return Ok(Err(error(&refusal.code, refusal.message)));
         }
         let params = match params_from_wit(params) {
             Ok(p) => p,
