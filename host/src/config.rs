@@ -588,8 +588,8 @@ mod tests {
             ),
             (
                 "EASEL_PLUGINS__KV__MAX_TOTAL_BYTES",
-                "100",
-                "plugins.kv.max_value_bytes = 65536 exceeds plugins.kv.max_total_bytes = 100",
+                "1000",
+                "plugins.kv.max_value_bytes = 65536 exceeds plugins.kv.max_total_bytes = 1000",
             ),
             (
                 "EASEL_PLUGINS__KV__MAX_VALUE_BYTES",

@@ -308,7 +308,15 @@ async fn the_credit_ledger_sums_to_the_balance_across_plugin_runs_and_refunds() 
     );
 
     let entries = ledger(&s, &t.key, 2).await;
-    let got: Vec<(&str, i64, Option<&str>, Option<&str>, Option<&str>)> = entries
+    /// (reason, amount, job, plugin, task)
+    type Row<'a> = (
+        &'a str,
+        i64,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let got: Vec<Row> = entries
         .iter()
         .map(|e| {
             (

@@ -105,6 +105,7 @@ async fn health_ready_metrics_openapi_cover_every_route() {
         ("get", "/v1/files/{id}"),
         ("delete", "/v1/files/{id}"),
         ("get", "/v1/account"),
+        ("get", "/v1/credits/ledger"),
         ("post", "/v1/admin/tenants"),
         ("get", "/v1/admin/tenants"),
         ("get", "/v1/admin/tenants/{id}"),

@@ -61,8 +61,11 @@ pub(super) struct InJob {
     gpu: bool,
     canceled: Arc<AtomicBool>,
     /// Model runs since the last [`InJob::take_runs`].
-    runs: Arc<Mutex<Vec<(ModelRun, Option<ModelRunError>)>>>,
+    runs: Arc<Mutex<Vec<RunRecord>>>,
 }
+
+/// A model run and the error the guest got from it.
+pub(super) type RunRecord = (ModelRun, Option<ModelRunError>);
 
 impl InJob {
     pub(super) fn new(job: &Job, gpu: bool, canceled: Arc<AtomicBool>) -> Self {
@@ -87,7 +90,7 @@ impl InJob {
 
     /// The model runs of the plugin call that just ended, with the errors they gave the
     /// guest.
-    pub(super) fn take_runs(&self) -> Vec<(ModelRun, Option<ModelRunError>)> {
+    pub(super) fn take_runs(&self) -> Vec<RunRecord> {
         std::mem::take(&mut *self.runs.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
