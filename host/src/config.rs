@@ -286,6 +286,12 @@ pub struct PluginsConfig {
     pub tenant_models: std::collections::BTreeMap<String, Vec<String>>,
     /// Quotas of each plugin's key-value store (`[plugins.kv]`).
     pub kv: KvQuotaConfig,
+    /// Guest calls of one tenant that may run past their first epoch tick (2 ms) at once:
+    /// what keeps one tenant's spinning plugins from taking every core.
+    pub max_concurrent_calls: usize,
+    /// Guest calls of one tenant in flight at once, short ones included (at least
+    /// `max_concurrent_calls`).
+    pub max_open_calls: usize,
 }
 
 /// Quotas of the `kv` interface, per tenant and plugin (one scope each).
@@ -370,6 +376,8 @@ impl Default for PluginsConfig {
             allowed_models: vec!["*".into()],
             tenant_models: Default::default(),
             kv: KvQuotaConfig::default(),
+            max_concurrent_calls: 2,
+            max_open_calls: 8,
         }
     }
 }
@@ -430,6 +438,13 @@ impl Config {
             return bad("plugins.max_component_bytes and plugins.compile_timeout_secs must be > 0");
         }
         self.plugins.kv.validate().map_err(ConfigError::Invalid)?;
+        if self.plugins.max_concurrent_calls == 0
+            || self.plugins.max_open_calls < self.plugins.max_concurrent_calls
+        {
+            return bad(
+                "plugins.max_concurrent_calls must be at least 1 and plugins.max_open_calls at least plugins.max_concurrent_calls",
+            );
+        }
         if self.limits.max_page_size == 0 {
             return bad("limits.max_page_size must be at least 1");
         }

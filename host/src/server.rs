@@ -105,19 +105,22 @@ async fn open_plugins(
     let host = PluginHost::with_parts(pcfg, Arc::new(DbKv::new(db.clone())), models)
         .context("starting the plugin host")?;
     // Before the plugins load: the tenants they create take these policies.
-    let kv = Some(config.plugins.kv.quota());
+    let base = TenantPolicy {
+        kv: Some(config.plugins.kv.quota()),
+        max_concurrent_calls: config.plugins.max_concurrent_calls,
+        max_open_calls: config.plugins.max_open_calls,
+        ..Default::default()
+    };
     host.set_default_policy(TenantPolicy {
         allowed_models: config.plugins.allowed_models.clone(),
-        kv: kv.clone(),
-        ..Default::default()
+        ..base.clone()
     });
     for (tenant, models) in &config.plugins.tenant_models {
         host.set_policy(
             tenant,
             TenantPolicy {
                 allowed_models: models.clone(),
-                kv: kv.clone(),
-                ..Default::default()
+                ..base.clone()
             },
         );
     }

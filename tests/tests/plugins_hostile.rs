@@ -285,3 +285,49 @@ async fn huge_and_invalid_components_are_rejected() {
         assert_eq!(e.code(), "plugin_invalid", "{what}: {e}");
     }
 }
+
+/// `max_concurrent_calls` caps calls past their first epoch tick, not short ones: with one
+/// long-call slot, two spinning calls run one after the other (each gets its full wall time,
+/// the wait is not counted), while the tenant's short calls keep completing meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_call_slots_serialize_spinners_but_not_short_calls() {
+    let h = hostile_host().await;
+    let t = Instant::now();
+    let spin = |h: PluginHost| {
+        tokio::spawn(async move {
+            let e = pre(&h, "h", "infinite-loop").await.unwrap_err();
+            (e, t.elapsed())
+        })
+    };
+    let (a, b) = (spin(h.clone()), spin(h.clone()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut short = vec![];
+    while t.elapsed() < Duration::from_millis(250) {
+        let s = Instant::now();
+        pre(&h, "h", "noop")
+            .await
+            .expect("a short call beside two spinners");
+        short.push(s.elapsed());
+    }
+    let (ea, ta) = a.await.unwrap();
+    let (eb, tb) = b.await.unwrap();
+    for e in [&ea, &eb] {
+        assert_eq!(*e, CallError::Timeout { limit_ms: 300 }, "{e}");
+    }
+    let (first, second) = (ta.min(tb), ta.max(tb));
+    assert!(
+        second >= first + Duration::from_millis(250),
+        "the second spinner waited for the slot: ended at {first:?} and {second:?}"
+    );
+    short.sort();
+    assert!(
+        short.len() >= 10,
+        "only {} short calls completed",
+        short.len()
+    );
+    let median = short[short.len() / 2];
+    assert!(
+        median < Duration::from_millis(20),
+        "short calls waited behind the spinners: median {median:?}"
+    );
+}

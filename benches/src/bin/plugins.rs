@@ -3,7 +3,8 @@
 //! 1. instantiate + call of a no-op processor: end to end through `PluginHost` (the call runs
 //!    on the calling task) and inside the call (store + instantiate + call, from the report);
 //! 2. a 4 MiB image through a pass-through processor, by handle and by bytes;
-//! 3. the JavaScript endpoint under concurrent load against a native handler doing the same
+//! 3. the Rust test endpoint one call at a time (end to end and inside the call), and the
+//!    JavaScript endpoint under concurrent load against a native handler doing the same
 //!    work (in process, no sockets), as requests per second.
 //!
 //! Run: `scripts/build-plugins && cargo run --release -p easel-benches --bin plugins`.
@@ -96,6 +97,35 @@ async fn main() -> Result<()> {
         }
         println!(
             "4 MiB image by {via}: end to end p50 {:.1} us p99 {:.1} us; inside the call p50 {:.1} us",
+            pct(&mut e2e, 50.0),
+            pct(&mut e2e, 99.0),
+            pct(&mut inside, 50.0)
+        );
+    }
+
+    // 3a. one Rust endpoint call at a time, in process: what a request costs the server
+    // beyond the HTTP connection and the API-key check.
+    {
+        h.upload("bench", "ep", component("test-endpoint")?, None)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let ping = || {
+            http::Request::get("/ping")
+                .body(Bytes::new())
+                .expect("request")
+        };
+        let (mut e2e, mut inside) = (vec![], vec![]);
+        for i in 0..5000 {
+            let t = Instant::now();
+            let (r, report) = h.handle_http("bench", "ep", ping()).await;
+            if i >= 500 {
+                e2e.push(t.elapsed().as_secs_f64() * 1e6);
+                inside.push(report.wall_us as f64);
+            }
+            assert_eq!(r.status(), 200);
+        }
+        println!(
+            "Rust endpoint GET /ping, one at a time: end to end p50 {:.1} us p99 {:.1} us; inside the call p50 {:.1} us",
             pct(&mut e2e, 50.0),
             pct(&mut e2e, 99.0),
             pct(&mut inside, 50.0)

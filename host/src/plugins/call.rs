@@ -6,6 +6,7 @@ use super::errors::{CallError, Violation};
 use super::limits::Limits;
 use super::state::{CallEnv, CallState, Limiter, LogBuffer, LogLevel, LogLine, SharedLog};
 use super::stdio::LogPipe;
+use super::tenant_load::LongSlot;
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
@@ -132,6 +133,7 @@ pub(crate) async fn execute<R>(
     engine: &Engine,
     throttle: Throttle,
     env: Arc<CallEnv>,
+    long: Arc<LongSlot>,
     report: &mut CallReport,
     f: impl for<'a> FnOnce(&'a mut Store<CallState>) -> GuestFuture<'a, R>,
 ) -> Result<R, CallError> {
@@ -168,6 +170,7 @@ pub(crate) async fn execute<R>(
         host_calls: 0,
         started: Instant::now(),
         model_time: Default::default(),
+        long: long.clone(),
         violation: None,
     };
     // A tenant that has been keeping a core busy is throttled from its call's first tick.
@@ -187,13 +190,26 @@ pub(crate) async fn execute<R>(
                 }
                 // Every tick gives the worker back to the executor, so a spinning guest
                 // delays other tasks on its worker by one tick at most; a throttled one
-                // also pauses (see `throttled_yield`).
+                // also pauses (see `throttled_yield`). At its first tick a call waits for
+                // one of the tenant's long-call slots.
                 let runaway = throttle.after.is_some_and(|after| ran > after);
-                Ok(if runaway || hot {
-                    let pause = throttled_yield(runaway, throttle.clone(), tenant.clone());
-                    UpdateDeadline::YieldCustom(1, Box::pin(pause))
-                } else {
+                let slot = long.needed().then(|| long.clone().take());
+                let pause = (runaway || hot)
+                    .then(|| throttled_yield(runaway, throttle.clone(), tenant.clone()));
+                Ok(if slot.is_none() && pause.is_none() {
                     UpdateDeadline::Yield(1)
+                } else {
+                    UpdateDeadline::YieldCustom(
+                        1,
+                        Box::pin(async move {
+                            if let Some(slot) = slot {
+                                slot.await;
+                            }
+                            if let Some(pause) = pause {
+                                pause.await;
+                            }
+                        }),
+                    )
                 })
             });
             f(&mut store).await

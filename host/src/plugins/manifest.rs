@@ -109,9 +109,15 @@ pub struct TenantPolicy {
     /// Outgoing requests are still refused at run time: this build has no HTTP client for
     /// guests, so the flag only matters for components whose network use is optional.
     pub network: bool,
-    /// Guest calls of this tenant that run at once; further calls wait. This is what keeps
-    /// one tenant's spinning plugins from taking every core.
+    /// Guest calls of this tenant that may run past their first epoch tick at once; a call
+    /// reaching its first tick waits (not counted against its wall time) until one of these
+    /// is free. This is what keeps one tenant's spinning plugins from taking every core.
     pub max_concurrent_calls: usize,
+    /// Guest calls of this tenant in flight at once (instances alive), short ones included;
+    /// further calls wait before instantiating. Calls that finish within an epoch tick need
+    /// only this, so a tenant's many short calls (endpoints) are not serialized behind
+    /// `max_concurrent_calls`. At least `max_concurrent_calls`.
+    pub max_open_calls: usize,
 }
 
 impl Default for TenantPolicy {
@@ -125,6 +131,7 @@ impl Default for TenantPolicy {
             kv: Some(KvQuota::default()),
             network: false,
             max_concurrent_calls: 2,
+            max_open_calls: 8,
         }
     }
 }

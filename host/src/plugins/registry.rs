@@ -11,8 +11,7 @@ use super::kv_store::{KvStore, MemoryKv};
 use super::manifest::{Granted, Manifest, TenantPolicy, World};
 use super::model_runner::{ModelRunner, NoModels};
 use super::state::{CallEnv, CallState, LogLine};
-use super::tenant_load::TenantLoad;
-use super::tenant_load::{Activity, ActivityGuard};
+use super::tenant_load::{Activity, ActivityGuard, LongSlot, TenantLoad};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -94,14 +93,27 @@ impl Entry {
 struct Tenant {
     policy: Arc<TenantPolicy>,
     load: Arc<TenantLoad>,
+    /// Calls in flight ([`TenantPolicy::max_open_calls`]).
     slots: Arc<Semaphore>,
+    /// Calls past their first epoch tick ([`TenantPolicy::max_concurrent_calls`]).
+    long_slots: Arc<Semaphore>,
     plugins: BTreeMap<String, Entry>,
+}
+
+fn slot_semaphores(policy: &TenantPolicy) -> (Arc<Semaphore>, Arc<Semaphore>) {
+    let long = policy.max_concurrent_calls.max(1);
+    (
+        Arc::new(Semaphore::new(policy.max_open_calls.max(long))),
+        Arc::new(Semaphore::new(long)),
+    )
 }
 
 impl Tenant {
     fn new(policy: TenantPolicy) -> Self {
+        let (slots, long_slots) = slot_semaphores(&policy);
         Self {
-            slots: Arc::new(Semaphore::new(policy.max_concurrent_calls.max(1))),
+            slots,
+            long_slots,
             policy: Arc::new(policy),
             load: Default::default(),
             plugins: BTreeMap::new(),
@@ -135,6 +147,7 @@ pub(crate) struct Prepared {
     pub loaded: Arc<Loaded>,
     pub env: Arc<CallEnv>,
     permit: tokio::sync::OwnedSemaphorePermit,
+    long: Arc<LongSlot>,
     logs: Arc<Mutex<VecDeque<LogRecord>>>,
     /// The tenant counts as active from asking for a slot to the end of the call.
     _active: ActivityGuard,
@@ -209,7 +222,7 @@ impl PluginHost {
             .unwrap_or_else(|p| p.into_inner());
         match tenants.get_mut(tenant) {
             Some(t) => {
-                t.slots = Arc::new(Semaphore::new(policy.max_concurrent_calls.max(1)));
+                (t.slots, t.long_slots) = slot_semaphores(&policy);
                 t.policy = Arc::new(policy);
             }
             None => {
@@ -486,7 +499,7 @@ impl PluginHost {
         world: World,
     ) -> Result<Prepared, CallError> {
         let active = self.inner.activity.enter(tenant);
-        let (loaded, policy, slots, logs, load) = {
+        let (loaded, policy, slots, long, logs, load) = {
             let tenants = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner());
             let t = tenants
                 .get(tenant)
@@ -503,6 +516,7 @@ impl PluginHost {
                 loaded,
                 t.policy.clone(),
                 t.slots.clone(),
+                LongSlot::new(t.long_slots.clone()),
                 e.logs.clone(),
                 t.load.clone(),
             )
@@ -535,6 +549,7 @@ impl PluginHost {
             loaded,
             env,
             permit,
+            long,
             logs,
             _active: active,
         })
@@ -551,6 +566,7 @@ impl PluginHost {
             loaded,
             env,
             permit,
+            long,
             logs,
             _active,
         } = prepared;
@@ -572,6 +588,7 @@ impl PluginHost {
             &self.inner.engine,
             throttle,
             env,
+            long,
             &mut report,
             move |store| f(store, pre),
         )

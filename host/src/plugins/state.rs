@@ -177,6 +177,8 @@ pub(crate) struct CallState {
     pub started: Instant,
     /// Time spent in `models.run`, which the wall-time limit does not count.
     pub model_time: Duration,
+    /// The call's long-call slot; waiting for it is not counted either.
+    pub long: std::sync::Arc<super::tenant_load::LongSlot>,
     pub violation: Option<Violation>,
 }
 
@@ -191,9 +193,12 @@ impl CallState {
         Ok(())
     }
 
-    /// The guest's running time so far (model time excluded).
+    /// The guest's running time so far (model time and the wait for a long-call slot
+    /// excluded).
     pub fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.model_time)
+        self.started
+            .elapsed()
+            .saturating_sub(self.model_time + self.long.waited())
     }
 }
 

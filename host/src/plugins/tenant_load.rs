@@ -96,6 +96,53 @@ impl Drop for ActivityGuard {
     }
 }
 
+/// A call's claim on one of its tenant's long-call slots
+/// ([`TenantPolicy::max_concurrent_calls`](super::TenantPolicy::max_concurrent_calls)), taken
+/// when the call reaches its first epoch tick: calls that finish sooner never wait for one.
+#[derive(Debug)]
+pub(crate) struct LongSlot {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    permit: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    /// Whether the call has asked for its slot (a closed semaphore leaves `permit` empty).
+    asked: std::sync::atomic::AtomicBool,
+    /// Time spent waiting for the slot, which the wall-time limit does not count.
+    waited_us: std::sync::atomic::AtomicU64,
+}
+
+impl LongSlot {
+    pub fn new(slots: std::sync::Arc<tokio::sync::Semaphore>) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            slots,
+            permit: std::sync::Mutex::new(None),
+            asked: Default::default(),
+            waited_us: Default::default(),
+        })
+    }
+
+    /// Whether the call still has to take its slot.
+    pub fn needed(&self) -> bool {
+        !self.asked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits for a slot and keeps it until the call ends.
+    pub async fn take(self: std::sync::Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.asked.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let start = std::time::Instant::now();
+        let permit = self.slots.clone().acquire_owned().await.ok();
+        *self.permit.lock().unwrap_or_else(|p| p.into_inner()) = permit;
+        self.waited_us
+            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// How long the call waited for its slot.
+    pub fn waited(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.waited_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +165,33 @@ mod tests {
         assert!(!a.others_active("t2"));
         let _g2 = a.enter("t2");
         assert!(a.others_active("t1"));
+    }
+
+    #[tokio::test]
+    async fn long_slots_cap_calls_past_their_first_tick() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let first = LongSlot::new(slots.clone());
+        let second = LongSlot::new(slots.clone());
+        assert!(first.needed());
+        first.clone().take().await;
+        assert!(!first.needed());
+        assert_eq!(
+            slots.available_permits(),
+            0,
+            "the first call holds the only slot"
+        );
+        let waiting = tokio::spawn(second.clone().take());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "the second call waits for the slot");
+        drop(first);
+        waiting.await.unwrap();
+        assert!(second.waited() >= std::time::Duration::from_millis(15));
+        assert_eq!(slots.available_permits(), 0, "now the second call holds it");
+        drop(second);
+        assert_eq!(
+            slots.available_permits(),
+            1,
+            "ending the call frees the slot"
+        );
     }
 }
