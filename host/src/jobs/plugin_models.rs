@@ -15,7 +15,8 @@
 //!   deadlock once every slot is held by such jobs. Only a CPU job's plugin asking for a
 //!   GPU task takes a GPU slot (waits only ever go CPU → GPU, never back, so no cycle). A
 //!   call from an endpoint holds no slot, so it takes one of the task's lane, sharing
-//!   `jobs.gpu_concurrency` / `jobs.cpu_concurrency` with the jobs.
+//!   `jobs.gpu_concurrency` / `jobs.cpu_concurrency` with the jobs. A router's planned
+//!   GPU step in a CPU job takes a GPU slot the same way (`jobs/plugins.rs`).
 //! - The task runs on a blocking thread under `jobs.timeout_secs`; inside a job it stops
 //!   when the job is canceled, and an endpoint's run stops when its caller goes away.
 
@@ -152,9 +153,17 @@ fn from_failure(f: Failure) -> ModelRunError {
 }
 
 /// Frees a lane slot taken for a run, however the run ends.
-struct Slot<'a> {
+pub(super) struct Slot<'a> {
     jobs: &'a Jobs,
     gpu: bool,
+}
+
+impl<'a> Slot<'a> {
+    /// Waits for a slot of the lane.
+    pub(super) async fn take(jobs: &'a Jobs, gpu: bool) -> Slot<'a> {
+        jobs.sched.acquire(gpu).await;
+        Slot { jobs, gpu }
+    }
 }
 
 impl Drop for Slot<'_> {
@@ -422,11 +431,7 @@ impl Jobs {
         };
         let lane = task.needs_gpu();
         let _slot = if needs_slot {
-            self.sched.acquire(lane).await;
-            Some(Slot {
-                jobs: self,
-                gpu: lane,
-            })
+            Some(Slot::take(self, lane).await)
         } else {
             None
         };

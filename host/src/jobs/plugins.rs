@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Jobs;
 use super::model::Job;
-use super::plugin_models::{IN_JOB, InJob, ModelRun};
+use super::plugin_models::{IN_JOB, InJob, ModelRun, Slot};
 use super::worker::{Failure, JobSink};
 use crate::plugins::images::Format;
 use crate::plugins::{
@@ -478,6 +478,13 @@ impl Jobs {
         }
         let mut outputs = Vec::new();
         for (t, p) in plan {
+            // A planned GPU step of a CPU job holds a GPU slot too, so routers cannot take
+            // the GPU past `jobs.gpu_concurrency` (CPU -> GPU waits only, as for `models.run`).
+            let _gpu = if t.needs_gpu() && !task.needs_gpu() {
+                Some(Slot::take(self, true).await)
+            } else {
+                None
+            };
             outputs = self
                 .run_task(job, t.clone(), current, p, sink.clone(), canceled.clone())
                 .await?;
