@@ -4,7 +4,8 @@
 //! authenticated route answering from memory) and `/healthz` (no authentication). Both
 //! authenticated routes pay the same API-key lookup.
 //!
-//! `scripts/build-plugins && cargo build -p easel-host`, then
+//! `scripts/build-plugins && cargo build --release -p easel-host` (what a deployment runs; the
+//! bench takes `target/release/easel` before `target/debug/easel`), then
 //! `cargo run -p easel-benches --bin plugin_http [-- --seconds 5 --concurrency 16]`.
 //! `EASEL_BIN` points at another binary.
 
