@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::plugins::*;
 use common::*;
-use reqwest::multipart::Form;
 use serde_json::{Value, json};
 
 const PLUGIN: &str = "mp";
@@ -32,18 +31,7 @@ async fn run_job(
     image: Vec<u8>,
     fields: &[(&str, &str)],
 ) -> Value {
-    let mut form = Form::new().part("image", image_part(image));
-    for (k, v) in fields {
-        form = form.text(k.to_string(), v.to_string());
-    }
-    let r = client()
-        .post(s.u(&format!("/v1/image/{task}")))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (status, job) = json_of(r).await;
+    let (status, job) = submit(s, key, task, &[("image", image)], fields).await;
     assert_eq!(status, 201, "{job}");
     wait_done(
         s,

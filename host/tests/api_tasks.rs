@@ -16,7 +16,6 @@ use common::*;
 use easel_host::background::{self, InputImage, Mask, MaskOptions};
 use easel_host::upscale::{self, UpscaleOptions};
 use image::{DynamicImage, GenericImageView, imageops::FilterType};
-use reqwest::multipart::Form;
 use serde_json::Value;
 
 /// The model input side used for IS-Net in these tests.
@@ -54,32 +53,6 @@ fn gpu_server() -> Option<(Server, easel_kernels::Gpu)> {
         ("EASEL_MODELS_DIR", dir.to_str().unwrap()),
     ]);
     Some((s, gpu))
-}
-
-/// Submits `task` as multipart with `files` and text `fields`; returns the
-/// HTTP status and body.
-async fn submit(
-    s: &Server,
-    key: &str,
-    task: &str,
-    files: &[(&str, Vec<u8>)],
-    fields: &[(&str, &str)],
-) -> (u16, Value) {
-    let mut form = Form::new();
-    for (name, bytes) in files {
-        form = form.part(name.to_string(), image_part(bytes.clone()));
-    }
-    for (k, v) in fields {
-        form = form.text(k.to_string(), v.to_string());
-    }
-    let r = client()
-        .post(s.u(&format!("/v1/image/{task}")))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
 }
 
 /// Submits, waits for the end, asserts success and downloads the output.

@@ -42,15 +42,7 @@ pub async fn ledger(
     axum::Extension(Authed(t)): axum::Extension<Authed>,
     Query(q): Query<LedgerQuery>,
 ) -> Result<Json<LedgerList>, ApiError> {
-    let max = st.config.limits.max_page_size;
-    let limit = q.limit.unwrap_or(20.min(max));
-    if limit == 0 || limit > max {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
-            format!("must be between 1 and {max}"),
-        )
-        .param("limit"));
-    }
+    let limit = ApiError::page_limit(q.limit, st.config.limits.max_page_size)?;
     let after = q.after.clone();
     let page = st
         .tenants

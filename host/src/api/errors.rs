@@ -35,6 +35,20 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A list route's page size: `requested` (default 20) within 1..=`max`, or a 400
+    /// naming `limit`.
+    pub fn page_limit(requested: Option<u32>, max: u32) -> Result<u32, ApiError> {
+        let limit = requested.unwrap_or(20.min(max));
+        if limit == 0 || limit > max {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("must be between 1 and {max}"),
+            )
+            .param("limit"));
+        }
+        Ok(limit)
+    }
+
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,

@@ -70,15 +70,7 @@ pub async fn list(
     axum::Extension(Authed(t)): Tenant,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
-    let max = st.config.limits.max_page_size;
-    let limit = q.limit.unwrap_or(20.min(max));
-    if limit == 0 || limit > max {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
-            format!("must be between 1 and {max}"),
-        )
-        .param("limit"));
-    }
+    let limit = ApiError::page_limit(q.limit, st.config.limits.max_page_size)?;
     let status = match q.status.as_deref() {
         Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(

@@ -228,6 +228,32 @@ pub fn image_part(bytes: Vec<u8>) -> reqwest::multipart::Part {
         .unwrap()
 }
 
+/// Submits `task` as multipart with `files` and text `fields`; returns the
+/// HTTP status and body.
+pub async fn submit(
+    s: &Server,
+    key: &str,
+    task: &str,
+    files: &[(&str, Vec<u8>)],
+    fields: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, bytes) in files {
+        form = form.part(name.to_string(), image_part(bytes.clone()));
+    }
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    let r = client()
+        .post(s.u(&format!("/v1/image/{task}")))
+        .bearer_auth(key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
 /// Polls a job until it ends (bounded).
 pub async fn wait_done(s: &Server, key: &str, id: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
