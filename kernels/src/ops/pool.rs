@@ -121,13 +121,31 @@ fn pool(x: &Tensor, cfg: &Pool2dConfig, max: bool) -> Result<Tensor> {
         include_pad: cfg.count_include_pad as u32,
     };
     const BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
-    let kernel = Kernel::new(op, include_str!("pool.wgsl"), x.dtype(), BINDINGS).define("MAX", max);
+    // 2x2 / stride 2 max pooling of rows of a multiple of 8 pixels (U^2-Net's
+    // downsampling) has a vectorised kernel: 4 outputs per invocation.
+    let vec2x2 = max
+        && cfg.kernel == (2, 2)
+        && cfg.stride == (2, 2)
+        && cfg.padding == (0, 0)
+        && x.shape()[3].is_multiple_of(8);
+    let mut kernel =
+        Kernel::new(op, include_str!("pool.wgsl"), x.dtype(), BINDINGS).define("MAX", max);
+    let invocations = if vec2x2 {
+        kernel = kernel.entry("max2");
+        total / 4
+    } else {
+        total
+    };
+    let params = Params {
+        n: invocations as u32,
+        ..params
+    };
     let taps = cfg.kernel.0 * cfg.kernel.1;
     gpu.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
         &[x.bind(), y.bind()],
-        gpu.grid((total as u64).div_ceil(256))?,
+        gpu.grid((invocations as u64).div_ceil(256))?,
         Cost::new(
             (total * taps) as f64,
             (x.size_bytes() + y.size_bytes()) as f64,
@@ -226,6 +244,12 @@ mod tests {
                 },
             ),
             ([1, 1, 1, 1], cfg(1, 1, 0, true, true)),
+            // 2x2 / 2 on widths a multiple of 8 (the vectorised max path):
+            // odd heights with ceil_mode (the last window row is the last
+            // input row), an even height.
+            ([1, 3, 13, 16], cfg(2, 2, 0, true, true)),
+            ([2, 5, 6, 24], cfg(2, 2, 0, false, true)),
+            ([1, 2, 3, 8], cfg(2, 2, 0, true, true)),
         ];
         for dtype in test_dtypes(&gpu) {
             for (ci, (shape, c)) in cases.iter().enumerate() {

@@ -64,3 +64,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     y[i] = T(s / f32(max(count, 1)));
 }
+
+// 2x2 windows, stride 2, no padding, input width a multiple of 8: each
+// invocation writes 4 consecutive outputs of a row from 4 aligned vector
+// loads and one vector store (on lavapipe every load and store is a
+// per-lane loop, and one vector costs far less than 4 scalars). With an odd
+// input height (ceil_mode) the last window row repeats the last input row.
+@group(0) @binding(1) var<storage, read> x4: array<T4>;
+@group(0) @binding(2) var<storage, read_write> y4: array<T4>;
+
+// Max that lets NaN win, as the scalar loop does.
+fn mx(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    return select(a, b, b > a | b != b);
+}
+
+@compute @workgroup_size(256)
+fn max2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.n { return; }
+    let q = p.out_w / 4u;             // output vectors per row
+    let row = i / q;                  // plane * out_h + oy
+    let k = i - row * q;
+    let oy = row % p.out_h;
+    let plane = row / p.out_h;
+    let w4 = u32(p.in_w) / 4u;
+    let y0 = 2u * oy;
+    let y1 = min(y0 + 1u, u32(p.in_h) - 1u);
+    let b = plane * u32(p.in_h) * w4 + 2u * k;
+    let a0 = vec4<f32>(x4[b + y0 * w4]);
+    let a1 = vec4<f32>(x4[b + y0 * w4 + 1u]);
+    let c0 = vec4<f32>(x4[b + y1 * w4]);
+    let c1 = vec4<f32>(x4[b + y1 * w4 + 1u]);
+    let m0 = mx(a0, c0);
+    let m1 = mx(a1, c1);
+    // Pairs (x, y) and (z, w) of each row vector are one window each.
+    let l = vec4<f32>(m0.x, m0.z, m1.x, m1.z);
+    let r = vec4<f32>(m0.y, m0.w, m1.y, m1.w);
+    y4[i] = T4(mx(l, r));
+}
