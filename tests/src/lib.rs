@@ -3,6 +3,7 @@
 
 pub mod npy;
 pub mod plugins;
+pub mod scratch;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

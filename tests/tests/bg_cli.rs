@@ -33,9 +33,9 @@ fn fixtures() -> PathBuf {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("easel-bg-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| easel_tests::scratch::dir("bg-cli"))
+        .join(name)
 }
 
 /// A test picture: a bright disc on a dark gradient.

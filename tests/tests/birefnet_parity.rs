@@ -162,8 +162,7 @@ fn load_err(path: &std::path::Path, gpu: &Gpu) -> String {
 #[test]
 fn load_rejects_missing_and_misshaped_tensors() {
     let Some(gpu) = test_gpu() else { return };
-    let dir = std::env::temp_dir().join(format!("easel-birefnet-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = easel_tests::scratch::dir("birefnet");
     let missing = "decoder.decoder_block2.dec_att.aspp_deforms.0.atrous_conv.offset_conv.weight";
     let p = edited_checkpoint(&dir, |t| {
         t.remove(missing);

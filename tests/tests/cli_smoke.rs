@@ -68,13 +68,7 @@ fn serve_answers_healthz() {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "easel-smoke-{}-{}",
-        std::process::id(),
-        easel_tests::free_port()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    easel_tests::scratch::dir("smoke")
 }
 
 /// Issue 3's interface: a bare `<name>.safetensors` in the models directory

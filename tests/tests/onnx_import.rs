@@ -95,10 +95,7 @@ fn imported_onnx_weights_reproduce_the_pytorch_mask() {
             )
         })
         .collect();
-    let path = std::env::temp_dir().join(format!(
-        "easel-onnx-import-{}.safetensors",
-        std::process::id()
-    ));
+    let path = easel_tests::scratch::dir("onnx-import").join("u2net-tiny.safetensors");
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
     let w = Weights::open(&path).unwrap();
     let model = RsuModel::load(&gpu, &w, DType::F32).unwrap();
@@ -119,8 +116,7 @@ fn imported_onnx_weights_reproduce_the_pytorch_mask() {
 
 #[test]
 fn models_import_installs_an_onnx_file_under_pytorch_names() {
-    let dir = std::env::temp_dir().join(format!("easel-onnx-models-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = easel_tests::scratch::dir("onnx-models");
     let opts = easel_host::import::ImportOptions {
         name: Some("u2net-tiny".into()),
         ..Default::default()

@@ -174,8 +174,7 @@ fn tiny_srvgg(dir: &std::path::Path, bad: &str, bad_shape: &[usize]) {
 #[test]
 fn weights_with_a_wrong_shape_are_a_clear_error() {
     let Some(gpu) = test_gpu() else { return };
-    let dir = std::env::temp_dir().join(format!("easel-upscale-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = easel_tests::scratch::dir("upscale-test");
     // A sane tiny model loads and runs (x2, 3 channels).
     tiny_srvgg(&dir, "", &[]);
     let model = upscale::load_model(&gpu, &dir, "tiny", DType::F32).expect("tiny model");
