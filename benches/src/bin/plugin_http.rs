@@ -45,14 +45,23 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Requests/s and (p50, p99) of `conc` keep-alive clients hitting `url` for `secs`.
+/// What [`load`] measured: requests/s, client latency p50 and p99, and the p50 of the
+/// plugin's own `x-easel-plugin-wall-us` (instantiation plus the call) where answered.
+struct Load {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    inside_p50_us: Option<u64>,
+}
+
+/// Requests/s and latencies of `conc` keep-alive clients hitting `url` for `secs`.
 async fn load(
     client: &reqwest::Client,
     url: &str,
     key: Option<&str>,
     conc: usize,
     secs: u64,
-) -> anyhow::Result<(f64, Duration, Duration)> {
+) -> anyhow::Result<Load> {
     let count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -66,7 +75,7 @@ async fn load(
             stop.clone(),
         );
         handles.push(tokio::spawn(async move {
-            let mut lat = vec![];
+            let (mut lat, mut inside) = (vec![], vec![]);
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let mut req = client.get(&url);
@@ -75,6 +84,11 @@ async fn load(
                 }
                 match req.send().await {
                     Ok(r) if r.status() == 200 => {
+                        let wall = r
+                            .headers()
+                            .get("x-easel-plugin-wall-us")
+                            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                        inside.extend(wall);
                         if r.bytes().await.is_ok() {
                             count.fetch_add(1, Ordering::Relaxed);
                             lat.push(t.elapsed());
@@ -84,22 +98,26 @@ async fn load(
                     Err(e) => panic!("{url}: {e}"),
                 }
             }
-            lat
+            (lat, inside)
         }));
     }
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut lat = vec![];
+    let (mut lat, mut inside) = (vec![], vec![]);
     for h in handles {
-        lat.extend(h.await?);
+        let (l, i) = h.await?;
+        lat.extend(l);
+        inside.extend(i);
     }
     lat.sort();
+    inside.sort();
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
-    Ok((
-        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
-        pct(0.5),
-        pct(0.99),
-    ))
+    Ok(Load {
+        rps: count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        p50: pct(0.5),
+        p99: pct(0.99),
+        inside_p50_us: inside.get(inside.len() / 2).copied(),
+    })
 }
 
 #[tokio::main]
@@ -189,9 +207,18 @@ async fn main() -> anyhow::Result<()> {
         ("GET /healthz (native, no auth)", "/healthz", false),
     ] {
         let url = format!("{base}{path}");
-        let (rps, p50, p99) = load(&client, &url, auth.then_some(key.as_str()), conc, secs).await?;
-        println!("{name}: {rps:.0} req/s  p50 {}  p99 {}", fmt(p50), fmt(p99));
-        rows.push(rps);
+        let l = load(&client, &url, auth.then_some(key.as_str()), conc, secs).await?;
+        let inside = l
+            .inside_p50_us
+            .map(|us| format!("  (inside the call p50 {us} us)"))
+            .unwrap_or_default();
+        println!(
+            "{name}: {:.0} req/s  p50 {}  p99 {}{inside}",
+            l.rps,
+            fmt(l.p50),
+            fmt(l.p99)
+        );
+        rows.push(l.rps);
     }
     println!(
         "endpoint / native authenticated route = {:.2} (goal >= 0.50); endpoint / healthz = {:.2}",
