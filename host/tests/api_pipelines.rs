@@ -502,3 +502,79 @@ async fn product_photo_puts_the_subject_on_a_white_2000_square() {
         .count();
     assert!(blue < 2000 * 2000 / 100, "{blue} dark-blue pixels remain");
 }
+
+/// A router's planned GPU step inside a CPU job takes a GPU lane slot: with
+/// `gpu_concurrency = 1` and a GPU job holding the slot, the CPU job's planned `noop-gpu`
+/// step waits for that job to finish instead of running beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_gpu_step_waits_for_a_gpu_slot() {
+    let s = server_with(&[
+        ("EASEL_GPU__ENABLED", "true"),
+        ("EASEL_JOBS__GPU_CONCURRENCY", "1"),
+    ]);
+    let t = s.tenant("t", 1000).await;
+    let (status, v) = json_of(
+        put_with_manifest(
+            &s,
+            &t.key,
+            "plan",
+            component("test-router-plan"),
+            json!({"config": {"plan": "noop-gpu?sleep_ms=0"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, p) = put_pipeline(&s, &t.key, "noop", json!({"router": "plan"})).await;
+    assert_eq!(status, 200, "{p}");
+
+    let submit = |task: &'static str, params: Value| {
+        let (s, key) = (&s, t.key.clone());
+        async move {
+            let (status, job) = json_of(
+                client()
+                    .post(s.u(&format!("/v1/image/{task}")))
+                    .bearer_auth(&key)
+                    .json(&params)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 201, "{job}");
+            job["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let gpu_job = submit("noop-gpu", json!({"sleep_ms": 1500})).await;
+    // Wait until it runs (holds the only GPU slot).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = call_json(
+            &s,
+            &t.key,
+            Method::GET,
+            &format!("/v1/jobs/{gpu_job}"),
+            None,
+        )
+        .await;
+        if v["status"] == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ran: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu_job = submit("noop", json!({})).await;
+    let cpu = wait_done(&s, &t.key, &cpu_job, Duration::from_secs(30)).await;
+    let gpu = wait_done(&s, &t.key, &gpu_job, Duration::from_secs(30)).await;
+    assert_eq!(cpu["status"], "succeeded", "{cpu}");
+    assert_eq!(gpu["status"], "succeeded", "{gpu}");
+    let done = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["completed_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        done(&cpu) >= done(&gpu),
+        "the planned GPU step ran beside the GPU job: cpu job done {}, gpu job done {}",
+        done(&cpu),
+        done(&gpu)
+    );
+}
