@@ -26,7 +26,11 @@ impl Router for RouterPlan {
             .flatten()
             .ok_or_else(|| PluginError::new("bad_config", "the config names no `plan`"))?;
         Ok(Plan {
-            steps: plan.split(';').filter(|s| !s.is_empty()).map(step).collect(),
+            steps: plan
+                .split(';')
+                .filter(|s| !s.is_empty())
+                .map(step)
+                .collect(),
         })
     }
 }
