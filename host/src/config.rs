@@ -286,8 +286,9 @@ pub struct PluginsConfig {
     pub tenant_models: std::collections::BTreeMap<String, Vec<String>>,
     /// Quotas of each plugin's key-value store (`[plugins.kv]`).
     pub kv: KvQuotaConfig,
-    /// Guest calls of one tenant that may run past their first epoch tick (2 ms) at once:
-    /// what keeps one tenant's spinning plugins from taking every core.
+    /// Guest calls of one tenant that may run past their first epoch tick (2 ms) at once
+    /// (default: half the cores, at least 1): what keeps one tenant's spinning plugins from
+    /// taking every core.
     pub max_concurrent_calls: usize,
     /// Guest calls of one tenant in flight at once, short ones included (at least
     /// `max_concurrent_calls`).
@@ -376,7 +377,11 @@ impl Default for PluginsConfig {
             allowed_models: vec!["*".into()],
             tenant_models: Default::default(),
             kv: KvQuotaConfig::default(),
-            max_concurrent_calls: 2,
+            // Half the cores: one tenant's long-running (or spinning) guests can never take
+            // every core, so other tenants' requests always find a free worker.
+            max_concurrent_calls: std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 2)
+                .max(1),
             max_open_calls: 8,
         }
     }
