@@ -286,7 +286,7 @@ pub struct PluginsConfig {
     pub tenant_models: std::collections::BTreeMap<String, Vec<String>>,
     /// Quotas of each plugin's key-value store (`[plugins.kv]`).
     pub kv: KvQuotaConfig,
-    /// Guest calls of one tenant that may run past their first epoch tick (2 ms) at once
+    /// Guest calls of one tenant that may run longer than 2 ms at once
     /// (default: half the cores, at least 1): what keeps one tenant's spinning plugins from
     /// taking every core.
     pub max_concurrent_calls: usize,

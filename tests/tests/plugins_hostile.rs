@@ -286,7 +286,7 @@ async fn huge_and_invalid_components_are_rejected() {
     }
 }
 
-/// `max_concurrent_calls` caps calls past their first epoch tick, not short ones: with one
+/// `max_concurrent_calls` caps calls that run longer than 2 ms, not short ones: with one
 /// long-call slot, two spinning calls run one after the other (each gets its full wall time,
 /// the wait is not counted), while the tenant's short calls keep completing meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,10 @@ pub(crate) struct Throttle {
     pub activity: Arc<super::tenant_load::Activity>,
 }
 
+/// A call that has run this long needs one of its tenant's long-call slots. Not "at the first
+/// epoch tick": a short call can straddle a tick boundary after a few microseconds.
+const LONG_CALL: Duration = Duration::from_millis(2);
+
 /// A yield that took longer than this ran other tasks: the workers are contended.
 const CONTENDED: Duration = Duration::from_micros(20);
 /// How long one contended yield keeps throttled guests pausing.
@@ -190,10 +194,10 @@ pub(crate) async fn execute<R>(
                 }
                 // Every tick gives the worker back to the executor, so a spinning guest
                 // delays other tasks on its worker by one tick at most; a throttled one
-                // also pauses (see `throttled_yield`). At its first tick a call waits for
-                // one of the tenant's long-call slots.
+                // also pauses (see `throttled_yield`). A call that has run `LONG_CALL`
+                // waits for one of the tenant's long-call slots.
                 let runaway = throttle.after.is_some_and(|after| ran > after);
-                let slot = long.needed().then(|| long.clone().take());
+                let slot = (long.needed() && ran >= LONG_CALL).then(|| long.clone().take());
                 let pause = (runaway || hot)
                     .then(|| throttled_yield(runaway, throttle.clone(), tenant.clone()));
                 Ok(if slot.is_none() && pause.is_none() {

@@ -53,12 +53,12 @@ impl PluginHostConfig {
             max_component_bytes: 64 << 20,
             compile_timeout: Duration::from_secs(120),
             caps: Limits::operator_cap_default(),
-            epoch_tick: Duration::from_millis(2),
+            epoch_tick: Duration::from_millis(1),
             pool_instances: 256,
             max_wasm_stack: 512 << 10,
             max_http_request_bytes: 16 << 20,
             throttle_after: Some(Duration::from_millis(5)),
-            throttle_pause: Duration::from_millis(6),
+            throttle_pause: Duration::from_millis(3),
         }
     }
 }

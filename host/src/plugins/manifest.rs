@@ -109,13 +109,13 @@ pub struct TenantPolicy {
     /// Outgoing requests are still refused at run time: this build has no HTTP client for
     /// guests, so the flag only matters for components whose network use is optional.
     pub network: bool,
-    /// Guest calls of this tenant that may run past their first epoch tick at once; a call
-    /// reaching its first tick waits (not counted against its wall time) until one of these
-    /// is free. This is what keeps one tenant's spinning plugins from taking every core.
+    /// Guest calls of this tenant that may run longer than 2 ms at once; a call reaching
+    /// 2 ms waits (not counted against its wall time) at its next epoch tick until one of
+    /// these is free. This is what keeps one tenant's spinning plugins from taking every core.
     pub max_concurrent_calls: usize,
     /// Guest calls of this tenant in flight at once (instances alive), short ones included;
-    /// further calls wait before instantiating. Calls that finish within an epoch tick need
-    /// only this, so a tenant's many short calls (endpoints) are not serialized behind
+    /// further calls wait before instantiating. Calls that finish within 2 ms need only
+    /// this, so a tenant's many short calls (endpoints) are not serialized behind
     /// `max_concurrent_calls`. At least `max_concurrent_calls`.
     pub max_open_calls: usize,
 }

@@ -98,7 +98,7 @@ impl Drop for ActivityGuard {
 
 /// A call's claim on one of its tenant's long-call slots
 /// ([`TenantPolicy::max_concurrent_calls`](super::TenantPolicy::max_concurrent_calls)), taken
-/// when the call reaches its first epoch tick: calls that finish sooner never wait for one.
+/// once the call has run 2 ms: calls that finish sooner never wait for one.
 #[derive(Debug)]
 pub(crate) struct LongSlot {
     slots: std::sync::Arc<tokio::sync::Semaphore>,
@@ -168,7 +168,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn long_slots_cap_calls_past_their_first_tick() {
+    async fn long_slots_cap_concurrent_long_calls() {
         let slots = Arc::new(tokio::sync::Semaphore::new(1));
         let first = LongSlot::new(slots.clone());
         let second = LongSlot::new(slots.clone());
