@@ -129,12 +129,7 @@ mod tests {
     use super::*;
     use crate::plugins::MemoryKv;
 
-    fn scope(t: &str) -> KvScope {
-        KvScope {
-            tenant: t.into(),
-            plugin: "p".into(),
-        }
-    }
+    use crate::plugins::kv_store::tests::scope;
 
     /// The database store answers every operation as the in-memory one does.
     #[test]

@@ -146,10 +146,11 @@ impl KvStore for MemoryKv {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn scope(t: &str) -> KvScope {
+    /// Tenant `t`'s scope of plugin `p` (shared with the database store's tests).
+    pub(crate) fn scope(t: &str) -> KvScope {
         KvScope {
             tenant: t.into(),
             plugin: "p".into(),
