@@ -15,7 +15,7 @@ use crate::db::Db;
 use crate::jobs::view::Urls;
 use crate::jobs::{Jobs, JobsDeps, PluginModels};
 use crate::metrics::Metrics;
-use crate::plugins::{DbKv, PluginHost, PluginHostConfig, PluginStore, TenantPolicy};
+use crate::plugins::{DbKv, PluginHost, PluginHostConfig, PluginStore};
 use crate::storage::files::Files;
 use crate::storage::signing::{self, UrlSigner};
 use crate::tasks::{ModelCache, Registry};
@@ -99,30 +99,16 @@ async fn open_plugins(
     let mut pcfg = PluginHostConfig::new(data_dir);
     pcfg.max_component_bytes = config.plugins.max_component_bytes;
     pcfg.compile_timeout = Duration::from_secs(config.plugins.compile_timeout_secs);
+    pcfg.caps = config.plugins.caps();
     if let Some(dir) = &config.plugins.cache_dir {
         pcfg.cache_dir = dir.clone();
     }
     let host = PluginHost::with_parts(pcfg, Arc::new(DbKv::new(db.clone())), models)
         .context("starting the plugin host")?;
     // Before the plugins load: the tenants they create take these policies.
-    let base = TenantPolicy {
-        kv: Some(config.plugins.kv.quota()),
-        max_concurrent_calls: config.plugins.max_concurrent_calls,
-        max_open_calls: config.plugins.max_open_calls,
-        ..Default::default()
-    };
-    host.set_default_policy(TenantPolicy {
-        allowed_models: config.plugins.allowed_models.clone(),
-        ..base.clone()
-    });
-    for (tenant, models) in &config.plugins.tenant_models {
-        host.set_policy(
-            tenant,
-            TenantPolicy {
-                allowed_models: models.clone(),
-                ..base.clone()
-            },
-        );
+    host.set_default_policy(config.plugins.default_policy());
+    for (tenant, policy) in config.plugins.tenant_policies() {
+        host.set_policy(&tenant, policy);
     }
     let store = PluginStore::new(db.clone(), data_dir);
     let restored = store

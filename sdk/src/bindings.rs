@@ -56,3 +56,25 @@ pub mod endpoint {
         generate_all,
     });
 }
+
+/// `wasi:http/outgoing-handler`, for plugins that call out over HTTP. The operator must
+/// allow-list the destinations for the tenant (`[plugins.tenants.<id>] allow_hosts`):
+/// otherwise a component that imports this is refused at upload, and requests to hosts
+/// outside the list fail with `error-code::HTTP-request-denied`. Requests and responses use
+/// the endpoint world's `wasi:http/types`.
+pub mod outgoing {
+    wit_bindgen::generate!({
+        inline: "package easel-sdk:outgoing;
+                 world outgoing { import wasi:http/outgoing-handler@0.2.12; }",
+        path: "../wit",
+        runtime_path: "easel_sdk::__wit_bindgen::rt",
+        with: {
+            "wasi:http/types@0.2.12": crate::bindings::endpoint::wasi::http::types,
+            "wasi:io/poll@0.2.12": crate::bindings::endpoint::wasi::io::poll,
+            "wasi:io/error@0.2.12": crate::bindings::endpoint::wasi::io::error,
+            "wasi:io/streams@0.2.12": crate::bindings::endpoint::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": crate::bindings::endpoint::wasi::clocks::monotonic_clock,
+        },
+        generate_all,
+    });
+}

@@ -59,6 +59,23 @@ async fn infinite_loop_times_out_at_the_wall_limit() {
     assert!(pre(&h, "h", "noop").await.is_ok());
 }
 
+/// A guest blocked in the host (here a one-hour sleep on a clock pollable) runs no wasm, so
+/// epoch ticks never reach it: the call's watchdog must end it at the same limit, and free
+/// its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_blocked_in_the_host_times_out_at_the_wall_limit() {
+    let h = hostile_host().await;
+    let t = Instant::now();
+    let e = pre(&h, "h", "sleep").await.unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(e, CallError::Timeout { limit_ms: 300 }, "{e}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1_500),
+        "stopped after {took:?}"
+    );
+    assert!(pre(&h, "h", "noop").await.is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_exhausts_fuel_when_fuel_is_the_tighter_limit() {
     let h = hostile_host().await;
@@ -255,7 +272,7 @@ async fn forbidden_imports_are_rejected_at_upload_with_their_names() {
     h.set_policy(
         "netco",
         TenantPolicy {
-            network: true,
+            allow_hosts: vec!["example.com".parse().unwrap()],
             ..Default::default()
         },
     );

@@ -4,7 +4,10 @@
 
 use super::errors::{CallError, Violation};
 use super::limits::Limits;
-use super::state::{CallEnv, CallState, Limiter, LogBuffer, LogLevel, LogLine, SharedLog};
+use super::net::OutgoingHttp;
+use super::state::{
+    CallEnv, CallState, GuestClock, Limiter, LogBuffer, LogLevel, LogLine, SharedLog,
+};
 use super::stdio::LogPipe;
 use super::tenant_load::LongSlot;
 use serde::Serialize;
@@ -161,7 +164,11 @@ pub(crate) async fn execute<R>(
         table: ResourceTable::new(),
         wasi,
         http: WasiHttpCtx::new(),
-        http_hooks: super::http::DenyOutgoing,
+        http_hooks: OutgoingHttp {
+            allow: env.policy.allow_hosts.clone().into(),
+            timeout: limits.wall_time(),
+            max_body: usize::try_from(limits.output_bytes).unwrap_or(usize::MAX),
+        },
         env,
         limiter: Limiter {
             memory_limit: limits.memory_bytes,
@@ -174,7 +181,7 @@ pub(crate) async fn execute<R>(
         host_calls: 0,
         started: Instant::now(),
         model_time: Default::default(),
-        long: long.clone(),
+        clock: GuestClock::start(),
         violation: None,
     };
     // A tenant that has been keeping a core busy is throttled from its call's first tick.
@@ -185,6 +192,7 @@ pub(crate) async fn execute<R>(
     let result = match store.set_fuel(limits.fuel) {
         Ok(()) => {
             let wall = limits.wall_time();
+            let clock = store.data().clock.clone();
             store.set_epoch_deadline(1);
             store.epoch_deadline_callback(move |mut ctx| {
                 let ran = ctx.data().guest_time();
@@ -197,7 +205,14 @@ pub(crate) async fn execute<R>(
                 // also pauses (see `throttled_yield`). A call that has run `LONG_CALL`
                 // waits for one of the tenant's long-call slots.
                 let runaway = throttle.after.is_some_and(|after| ran > after);
-                let slot = (long.needed() && ran >= LONG_CALL).then(|| long.clone().take());
+                let slot = (long.needed() && ran >= LONG_CALL).then(|| {
+                    let paused = ctx.data().clock.pause();
+                    let take = long.clone().take();
+                    async move {
+                        take.await;
+                        drop(paused);
+                    }
+                });
                 let pause = (runaway || hot)
                     .then(|| throttled_yield(runaway, throttle.clone(), tenant.clone()));
                 Ok(if slot.is_none() && pause.is_none() {
@@ -216,7 +231,25 @@ pub(crate) async fn execute<R>(
                     )
                 })
             });
-            f(&mut store).await
+            // The watchdog ends a guest that blocks in the host past its limit; dropping
+            // the call's future abandons the guest, and the store is dropped below.
+            let watchdog = async move {
+                loop {
+                    let ran = clock.guest_time();
+                    if ran > wall {
+                        return;
+                    }
+                    tokio::time::sleep(wall - ran + Duration::from_millis(1)).await;
+                }
+            };
+            let outcome = tokio::select! {
+                r = f(&mut store) => Some(r),
+                () = watchdog => None,
+            };
+            outcome.unwrap_or_else(|| {
+                store.data_mut().violation = Some(Violation::Timeout);
+                Err(Fault::Wasm(Violation::Timeout.into()))
+            })
         }
         Err(e) => Err(Fault::Wasm(e)),
     };

@@ -10,10 +10,9 @@ use super::manifest::World;
 use super::registry::{PluginHost, Pre};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use std::future::Future;
+use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
 
 /// Headers never shown to a plugin: the caller's credentials.
 const SECRET_HEADERS: &[&str] = &[
@@ -23,30 +22,6 @@ const SECRET_HEADERS: &[&str] = &[
     "x-api-key",
     "x-easel-key",
 ];
-
-/// `wasi:http` hooks that refuse every outgoing request: guests get no network.
-pub(crate) struct DenyOutgoing;
-
-impl WasiHttpHooks for DenyOutgoing {
-    fn send_request(
-        &mut self,
-        _request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
 
 fn error_response(e: &CallError) -> http::Response<Bytes> {
     http::Response::builder()

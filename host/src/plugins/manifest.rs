@@ -105,10 +105,11 @@ pub struct TenantPolicy {
     pub config: bool,
     /// `None` denies the key-value store.
     pub kv: Option<KvQuota>,
-    /// Allows components that import `wasi:sockets/*` and `wasi:http/outgoing-handler`.
-    /// Outgoing requests are still refused at run time: this build has no HTTP client for
-    /// guests, so the flag only matters for components whose network use is optional.
-    pub network: bool,
+    /// Destinations this tenant's guests may send HTTP requests to
+    /// (`wasi:http/outgoing-handler`). A non-empty list also admits components that import
+    /// `wasi:sockets/*` or the outgoing handler at upload; sockets themselves stay closed
+    /// at run time, and requests elsewhere fail with `HTTP-request-denied`.
+    pub allow_hosts: Vec<super::net::HostPattern>,
     /// Guest calls of this tenant that may run longer than 2 ms at once; a call reaching
     /// 2 ms waits (not counted against its wall time) at its next epoch tick until one of
     /// these is free. This is what keeps one tenant's spinning plugins from taking every core.
@@ -120,6 +121,13 @@ pub struct TenantPolicy {
     pub max_open_calls: usize,
 }
 
+impl TenantPolicy {
+    /// Whether the operator lets this tenant's guests reach the network at all.
+    pub fn network(&self) -> bool {
+        !self.allow_hosts.is_empty()
+    }
+}
+
 impl Default for TenantPolicy {
     fn default() -> Self {
         Self {
@@ -129,7 +137,7 @@ impl Default for TenantPolicy {
             log: true,
             config: true,
             kv: Some(KvQuota::default()),
-            network: false,
+            allow_hosts: Vec::new(),
             max_concurrent_calls: 2,
             max_open_calls: 8,
         }

@@ -23,6 +23,8 @@ mod engine;
 mod errors;
 mod host;
 mod http;
+mod net;
+pub use net::HostPattern;
 pub mod images;
 mod kv_db;
 mod kv_store;

@@ -332,7 +332,7 @@ impl PluginHost {
         let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
         let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
         let import_refs: Vec<&str> = imports.iter().map(String::as_str).collect();
-        let bad = forbidden_imports(&import_refs, policy.network);
+        let bad = forbidden_imports(&import_refs, policy.network());
         if !bad.is_empty() {
             return Err(UploadError::ForbiddenImports(
                 bad.into_iter().map(str::to_owned).collect(),

@@ -169,7 +169,7 @@ pub(crate) struct CallState {
     pub table: ResourceTable,
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
-    pub http_hooks: super::http::DenyOutgoing,
+    pub http_hooks: super::net::OutgoingHttp,
     pub env: Arc<CallEnv>,
     pub limiter: Limiter,
     pub log: SharedLog,
@@ -177,8 +177,8 @@ pub(crate) struct CallState {
     pub started: Instant,
     /// Time spent in `models.run`, which the wall-time limit does not count.
     pub model_time: Duration,
-    /// The call's long-call slot; waiting for it is not counted either.
-    pub long: std::sync::Arc<super::tenant_load::LongSlot>,
+    /// The wall-time clock, paused in `models.run` and while waiting for the long-call slot.
+    pub clock: GuestClock,
     pub violation: Option<Violation>,
 }
 
@@ -196,9 +196,70 @@ impl CallState {
     /// The guest's running time so far (model time and the wait for a long-call slot
     /// excluded).
     pub fn guest_time(&self) -> Duration {
-        self.started
-            .elapsed()
-            .saturating_sub(self.model_time + self.long.waited())
+        self.clock.guest_time()
+    }
+}
+
+/// A call's wall-time clock: the time since it started less the time it spent where the
+/// guest is not to blame (`models.run`, waiting for a long-call slot). It is shared with the
+/// call's watchdog, which ends a guest blocked in the host (a sleep, an outgoing request)
+/// once its limit passes: epoch ticks only reach a guest that is running.
+#[derive(Clone, Debug)]
+pub(crate) struct GuestClock {
+    started: Instant,
+    paused: Arc<Mutex<Paused>>,
+}
+
+#[derive(Debug, Default)]
+struct Paused {
+    total: Duration,
+    /// Set while paused; pauses do not nest (a paused call is not running guest code).
+    since: Option<Instant>,
+}
+
+impl GuestClock {
+    pub fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            paused: Default::default(),
+        }
+    }
+
+    pub fn guest_time(&self) -> Duration {
+        let p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        let paused = p.total + p.since.map_or(Duration::ZERO, |s| s.elapsed());
+        self.started.elapsed().saturating_sub(paused)
+    }
+
+    /// Stops the clock until the returned guard drops.
+    pub fn pause(&self) -> ClockPause {
+        let mut p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        let owner = p.since.is_none();
+        if owner {
+            p.since = Some(Instant::now());
+        }
+        ClockPause {
+            paused: self.paused.clone(),
+            owner,
+        }
+    }
+}
+
+/// Restarts its [`GuestClock`] when dropped.
+pub(crate) struct ClockPause {
+    paused: Arc<Mutex<Paused>>,
+    owner: bool,
+}
+
+impl Drop for ClockPause {
+    fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
+        let mut p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(since) = p.since.take() {
+            p.total += since.elapsed();
+        }
     }
 }
 

@@ -100,23 +100,20 @@ pub fn create(
 }
 
 pub fn get(conn: &Connection, id: &str) -> Result<Tenant, TenantError> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM tenants WHERE id = ?1"),
-        [id],
-        row_to_tenant,
-    )
-    .optional()?
-    .ok_or_else(|| TenantError::NotFound(id.to_owned()))
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tenants WHERE id = ?1"))?
+        .query_row([id], row_to_tenant)
+        .optional()?
+        .ok_or_else(|| TenantError::NotFound(id.to_owned()))
 }
 
 /// The enabled tenant owning `key`, if any.
 pub fn by_key(conn: &Connection, key: &str) -> Result<Option<Tenant>, TenantError> {
+    // Every authenticated request runs this: keep the parsed statement on the connection.
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM tenants WHERE key_hash = ?1 AND disabled = 0"),
-            [keys::hash_key(key)],
-            row_to_tenant,
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tenants WHERE key_hash = ?1 AND disabled = 0"
+        ))?
+        .query_row([keys::hash_key(key)], row_to_tenant)
         .optional()?)
 }
 

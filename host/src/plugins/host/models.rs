@@ -53,6 +53,7 @@ impl models::Host for CallState {
             .map(|r| Ok(self.table.get(r)?.clone()))
             .collect::<wasmtime::Result<Vec<PluginImage>>>()?;
         let started = Instant::now();
+        let paused = self.clock.pause();
         let result = env
             .models
             .run(ModelCall {
@@ -66,6 +67,7 @@ impl models::Host for CallState {
             .await;
         // Model time runs on the GPU scheduler, not in the guest: it is not the plugin's.
         self.model_time += started.elapsed();
+        drop(paused);
         let out = match result {
             Ok(out) => out,
             Err(e) => return Ok(Err(error(&e.code, e.message))),

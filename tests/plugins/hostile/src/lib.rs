@@ -43,6 +43,9 @@ impl Processor for Hostile {
                     i = black_box(i.wrapping_add(1));
                 }
             }
+            // Blocks in the host (a monotonic-clock pollable), where epoch ticks never
+            // reach it: only the call's watchdog can end it.
+            "sleep" => std::thread::sleep(std::time::Duration::from_secs(3600)),
             "memory-bomb" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod plugins;
+pub use plugins::{Capability, KvQuotaConfig, KvQuotaOverrides, PluginTenantConfig, PluginsConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
@@ -267,126 +270,6 @@ impl Default for GpuConfig {
     }
 }
 
-/// Tenant plugins (WebAssembly components): upload caps and the compile cache.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PluginsConfig {
-    /// Largest component accepted by `PUT /v1/plugins/{name}` (also bounded by
-    /// `limits.max_body_bytes`).
-    pub max_component_bytes: usize,
-    /// Longest a component may take to compile before the upload is refused, in seconds.
-    pub compile_timeout_secs: u64,
-    /// Where compiled artefacts are cached by content hash and engine version
-    /// (default `<data dir>/plugin-cache`).
-    pub cache_dir: Option<PathBuf>,
-    /// Tasks (`upscale`) or `task/model` pairs every tenant's plugins may run through
-    /// `models.run` (`*`: all); each run is charged the task's credits like a job.
-    pub allowed_models: Vec<String>,
-    /// Per-tenant replacements of `allowed_models`, by tenant id.
-    pub tenant_models: std::collections::BTreeMap<String, Vec<String>>,
-    /// Quotas of each plugin's key-value store (`[plugins.kv]`).
-    pub kv: KvQuotaConfig,
-    /// Guest calls of one tenant that may run longer than 2 ms at once
-    /// (default: half the cores, at least 1): what keeps one tenant's spinning plugins from
-    /// taking every core.
-    pub max_concurrent_calls: usize,
-    /// Guest calls of one tenant in flight at once, short ones included (at least
-    /// `max_concurrent_calls`).
-    pub max_open_calls: usize,
-}
-
-/// Quotas of the `kv` interface, per tenant and plugin (one scope each).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KvQuotaConfig {
-    /// Keys one scope may hold.
-    pub max_keys: usize,
-    /// Longest key, in bytes.
-    pub max_key_bytes: usize,
-    /// Largest value, in bytes.
-    pub max_value_bytes: usize,
-    /// Keys plus values of one scope, in bytes.
-    pub max_total_bytes: usize,
-}
-
-/// SQLite's default maximum length of a blob (`SQLITE_MAX_LENGTH`): a larger value could
-/// never be stored.
-const MAX_KV_VALUE_BYTES: usize = 1_000_000_000;
-
-impl Default for KvQuotaConfig {
-    fn default() -> Self {
-        let q = crate::plugins::KvQuota::default();
-        KvQuotaConfig {
-            max_keys: q.max_keys,
-            max_key_bytes: q.max_key_bytes,
-            max_value_bytes: q.max_value_bytes,
-            max_total_bytes: q.max_total_bytes,
-        }
-    }
-}
-
-impl KvQuotaConfig {
-    pub fn quota(&self) -> crate::plugins::KvQuota {
-        crate::plugins::KvQuota {
-            max_keys: self.max_keys,
-            max_key_bytes: self.max_key_bytes,
-            max_value_bytes: self.max_value_bytes,
-            max_total_bytes: self.max_total_bytes,
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        let fields = [
-            ("max_keys", self.max_keys),
-            ("max_key_bytes", self.max_key_bytes),
-            ("max_value_bytes", self.max_value_bytes),
-            ("max_total_bytes", self.max_total_bytes),
-        ];
-        if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("plugins.kv.{name} must be at least 1"));
-        }
-        if self.max_value_bytes > MAX_KV_VALUE_BYTES {
-            return Err(format!(
-                "plugins.kv.max_value_bytes = {} exceeds the database's largest value ({MAX_KV_VALUE_BYTES} bytes)",
-                self.max_value_bytes
-            ));
-        }
-        // An entry is its key plus its value: quotas under which no entry of the allowed
-        // sizes could be stored are a mistake, not a policy.
-        for (name, v) in [
-            ("max_key_bytes", self.max_key_bytes),
-            ("max_value_bytes", self.max_value_bytes),
-        ] {
-            if v > self.max_total_bytes {
-                return Err(format!(
-                    "plugins.kv.{name} = {v} exceeds plugins.kv.max_total_bytes = {}",
-                    self.max_total_bytes
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Default for PluginsConfig {
-    fn default() -> Self {
-        PluginsConfig {
-            max_component_bytes: 64 << 20,
-            compile_timeout_secs: 120,
-            cache_dir: None,
-            allowed_models: vec!["*".into()],
-            tenant_models: Default::default(),
-            kv: KvQuotaConfig::default(),
-            // Half the cores: one tenant's long-running (or spinning) guests can never take
-            // every core, so other tenants' requests always find a free worker.
-            max_concurrent_calls: std::thread::available_parallelism()
-                .map_or(1, |n| n.get() / 2)
-                .max(1),
-            max_open_calls: 8,
-        }
-    }
-}
-
 impl Config {
     /// Defaults ← `file` (if given; a missing explicit file is an error) ←
     /// `EASEL_*` variables from `env`.
@@ -439,17 +322,7 @@ impl Config {
         if self.storage.backend == StorageBackend::S3 && self.storage.s3.bucket.is_empty() {
             return bad("storage.backend = \"s3\" needs storage.s3.bucket");
         }
-        if self.plugins.max_component_bytes == 0 || self.plugins.compile_timeout_secs == 0 {
-            return bad("plugins.max_component_bytes and plugins.compile_timeout_secs must be > 0");
-        }
-        self.plugins.kv.validate().map_err(ConfigError::Invalid)?;
-        if self.plugins.max_concurrent_calls == 0
-            || self.plugins.max_open_calls < self.plugins.max_concurrent_calls
-        {
-            return bad(
-                "plugins.max_concurrent_calls must be at least 1 and plugins.max_open_calls at least plugins.max_concurrent_calls",
-            );
-        }
+        self.plugins.validate().map_err(ConfigError::Invalid)?;
         if self.limits.max_page_size == 0 {
             return bad("limits.max_page_size must be at least 1");
         }
