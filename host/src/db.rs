@@ -180,6 +180,8 @@ impl Db {
                 "ALTER TABLE jobs ADD COLUMN plugin_steps TEXT NOT NULL DEFAULT '[]'",
             )?;
         }
+        let mut conn = conn;
+        crate::tenants::ledger::backfill_opening_balances(&mut conn)?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })

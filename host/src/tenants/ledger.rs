@@ -1,6 +1,7 @@
 //! The credit ledger: one row per change of a tenant's balance, written in the same
-//! transaction as the change, so the rows of a tenant always sum to its balance (from the
-//! ledger's start: tenants created before it have no `grant` row for their first credits).
+//! transaction as the change, so the rows of a tenant always sum to its balance. Tenants
+//! created before the ledger existed get an `opening_balance` row, ordered before their
+//! other entries, when the database is opened (see [`backfill_opening_balances`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -28,6 +29,8 @@ pub enum Reason {
     PluginModelCharge,
     /// A plugin's `models.run` that failed, given back.
     PluginModelRefund,
+    /// What a tenant created before the ledger existed held when its ledger began.
+    OpeningBalance,
 }
 
 impl Reason {
@@ -41,6 +44,7 @@ impl Reason {
             Self::PlanRefund => "plan_refund",
             Self::PluginModelCharge => "plugin_model_charge",
             Self::PluginModelRefund => "plugin_model_refund",
+            Self::OpeningBalance => "opening_balance",
         }
     }
 
@@ -54,6 +58,7 @@ impl Reason {
             Self::PlanRefund,
             Self::PluginModelCharge,
             Self::PluginModelRefund,
+            Self::OpeningBalance,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -158,6 +163,56 @@ pub fn apply(conn: &Connection, c: &Change<'_>) -> rusqlite::Result<bool> {
     }
     record(conn, c)?;
     Ok(true)
+}
+
+/// Gives every tenant created before the ledger existed an `opening_balance` row, so its
+/// entries sum to its balance: the credits it held before its first recorded change. Every
+/// tenant created since has a `grant` row (or started at 0), so only tenants without one and
+/// whose entries do not sum to their balance qualify; the row takes a `seq` below every
+/// existing one so it lists as the tenant's first entry. Idempotent: run at each open.
+pub fn backfill_opening_balances(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let missing: Vec<(String, i64, i64, i64)> = {
+        let mut st = tx.prepare(
+            "SELECT t.id, t.credits, t.created_at, \
+                    COALESCE((SELECT SUM(amount) FROM credit_ledger WHERE tenant_id = t.id), 0), \
+                    (SELECT balance - amount FROM credit_ledger WHERE tenant_id = t.id \
+                     ORDER BY seq LIMIT 1) \
+             FROM tenants t \
+             WHERE NOT EXISTS (SELECT 1 FROM credit_ledger WHERE tenant_id = t.id \
+                               AND reason IN ('grant', 'opening_balance'))",
+        )?;
+        let rows = st.query_map([], |r| {
+            let credits: i64 = r.get(1)?;
+            let sum: i64 = r.get(3)?;
+            // Before its first entry, or now when it has none.
+            let opening: Option<i64> = r.get(4)?;
+            Ok((
+                r.get(0)?,
+                credits - sum,
+                opening.unwrap_or(credits),
+                r.get(2)?,
+            ))
+        })?;
+        rows.filter(|r| !matches!(r, Ok((_, 0, _, _))))
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for (tenant, amount, balance, created_at) in &missing {
+        tx.execute(
+            "INSERT INTO credit_ledger (seq, id, tenant_id, amount, balance, reason, created_at) \
+             VALUES ((SELECT COALESCE(MIN(seq), 1) - 1 FROM credit_ledger), ?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                ids::new_id("led"),
+                tenant,
+                amount,
+                balance,
+                Reason::OpeningBalance.as_str(),
+                created_at
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(missing.len())
 }
 
 /// A page of the ledger.
@@ -279,6 +334,43 @@ mod tests {
             assert!(list(c, &other, Some(&page[1].id), 10).unwrap().is_none());
             let none = list(c, &other, None, 10).unwrap().unwrap();
             assert!(none.entries.is_empty(), "a grant of 0 is no entry");
+        });
+    }
+
+    #[test]
+    fn tenants_from_before_the_ledger_get_an_opening_balance_first() {
+        let db = Db::in_memory().unwrap();
+        db.call_sync(|c| {
+            // As a pre-ledger database left them: 30 credits and no entries; then one
+            // charge recorded after the ledger arrived.
+            let old = crate::tenants::create(c, "old", 0, 0).unwrap().tenant.id;
+            let idle = crate::tenants::create(c, "idle", 0, 0).unwrap().tenant.id;
+            c.execute(
+                "UPDATE tenants SET credits = 30 WHERE id IN (?1, ?2)",
+                params![old, idle],
+            )
+            .unwrap();
+            let new = crate::tenants::create(c, "new", 12, 0).unwrap().tenant.id;
+            let tx = c.transaction().unwrap();
+            assert!(apply(&tx, &Change::new(&old, -4, Reason::JobCharge)).unwrap());
+            tx.commit().unwrap();
+
+            assert_eq!(backfill_opening_balances(c).unwrap(), 2);
+            assert_eq!(backfill_opening_balances(c).unwrap(), 0, "idempotent");
+            for (t, want) in [(&old, 26), (&idle, 30), (&new, 12)] {
+                let e = list(c, t, None, 10).unwrap().unwrap().entries;
+                let sum: i64 = e.iter().map(|e| e.amount).sum();
+                assert_eq!(sum, want, "{t}");
+                assert_eq!(crate::tenants::get(c, t).unwrap().credits, want);
+            }
+            let e = list(c, &old, None, 10).unwrap().unwrap().entries;
+            let reasons: Vec<Reason> = e.iter().map(|e| e.reason).collect();
+            assert_eq!(reasons, [Reason::JobCharge, Reason::OpeningBalance]);
+            assert_eq!((e[1].amount, e[1].balance), (30, 30));
+            // Paging past the opening entry works with its low seq.
+            let after = list(c, &old, Some(&e[0].id), 10).unwrap().unwrap();
+            assert_eq!(after.entries.len(), 1);
+            assert_eq!(after.entries[0].reason, Reason::OpeningBalance);
         });
     }
 }
