@@ -11,12 +11,20 @@ use std::time::{Duration, Instant};
 use common::plugins::*;
 use common::*;
 
-/// An upstream on loopback: `/hello` answers text, `/redirect` points at `/hello` on
-/// another address, `/slow` answers after 5 s.
+/// An upstream on loopback: `/hello` answers text, `POST /sum` the length and byte sum of
+/// what it was sent, `/redirect` points at `/hello` on another address, `/slow` answers
+/// after 5 s.
 async fn upstream() -> u16 {
-    use axum::routing::get;
+    use axum::routing::{get, post};
     let app = axum::Router::new()
         .route("/hello", get(|| async { "hi from upstream" }))
+        .route(
+            "/sum",
+            post(|body: axum::body::Bytes| async move {
+                let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+                format!("{} bytes, sum {sum}", body.len())
+            }),
+        )
         .route(
             "/redirect",
             get(|| async {
@@ -90,6 +98,25 @@ async fn outgoing_http_reaches_only_allow_listed_hosts() {
     assert_eq!(
         (status, body.as_str()),
         (200, "upstream 200: hi from upstream")
+    );
+
+    // A request body larger than one stream write (4 KiB) and than the pipe's buffer goes
+    // through whole: the SDK's `send` streams it after handing the request to the host.
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let want_sum: u64 = payload.iter().map(|&b| u64::from(b)).sum();
+    let r = client()
+        .post(s.u(&format!(
+            "/v1/x/fetch/fetch?url=http://127.0.0.1:{port}/sum"
+        )))
+        .bearer_auth(&a.key)
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("upstream 200: 300000 bytes, sum {want_sum}")
     );
 
     // The same upstream by another name or port is not on the list.

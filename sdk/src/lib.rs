@@ -6,7 +6,8 @@
 //! - a **processor** ([`Processor`], [`export_processor!`]) rewrites a job's request before
 //!   its task runs (`preprocess`) and its output after (`postprocess`);
 //! - a **router** ([`Router`], [`export_router!`]) turns a request into a plan of steps;
-//! - an **endpoint** ([`bindings::endpoint`]) answers HTTP under `/v1/x/{plugin}/`.
+//! - an **endpoint** ([`http::Endpoint`], [`export_endpoint!`]) answers HTTP under
+//!   `/v1/x/{plugin}/`; [`http::send`] calls out where the operator allows it.
 //!
 //! Images are host-owned handles ([`Image`]): resizing, cropping, compositing, drawing text
 //! and encoding run natively in the host, and pixels enter guest memory only through
@@ -42,6 +43,7 @@ extern crate self as easel_sdk;
 pub use wit_bindgen as __wit_bindgen;
 
 pub mod bindings;
+pub mod http;
 mod params;
 pub mod prelude;
 
@@ -184,6 +186,30 @@ macro_rules! export_router {
             }
             $crate::bindings::router::export_router_world!(
                 __EaselRouter with_types_in $crate::bindings::router
+            );
+        };
+    };
+}
+
+/// Exports an [`http::Endpoint`] implementation as the component's
+/// `wasi:http/incoming-handler`.
+#[macro_export]
+macro_rules! export_endpoint {
+    ($ty:ty) => {
+        const _: () = {
+            struct __EaselEndpoint;
+            impl $crate::bindings::endpoint::exports::wasi::http::incoming_handler::Guest
+                for __EaselEndpoint
+            {
+                fn handle(
+                    request: $crate::bindings::endpoint::wasi::http::types::IncomingRequest,
+                    out: $crate::bindings::endpoint::wasi::http::types::ResponseOutparam,
+                ) {
+                    $crate::http::serve::<$ty>(request, out)
+                }
+            }
+            $crate::bindings::endpoint::export_endpoint_world!(
+                __EaselEndpoint with_types_in $crate::bindings::endpoint
             );
         };
     };
