@@ -9,38 +9,14 @@
 //! `cargo run --release -p easel-benches --bin api [-- --seconds 5 --concurrency 32]`.
 //! `EASEL_BIN` points at another binary.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use easel_benches::server::{BenchServer, arg};
 use serde_json::{Value, json};
-
-fn easel_bin() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("EASEL_BIN") {
-        return Ok(p.into());
-    }
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join("easel");
-        if p.exists() {
-            return Ok(p);
-        }
-    }
-    bail!("no easel binary: run `cargo build --release -p easel-host` or set EASEL_BIN")
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -55,39 +31,15 @@ async fn main() -> anyhow::Result<()> {
     let secs = arg("--seconds", 5);
     let conc = arg("--concurrency", 32) as usize;
     let n_wait = arg("--wait-jobs", 300) as usize;
-    let bin = easel_bin()?;
-    let dir = tempfile::tempdir()?;
-    let mut child = Command::new(&bin)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("EASEL_ADMIN_KEY", "bench")
-        .env("EASEL_DEBUG_TASKS", "true")
-        .env("EASEL_GPU__ENABLED", "false")
-        .env("EASEL_RATE_LIMIT__PER_SECOND", "1000000")
-        .env("EASEL_RATE_LIMIT__BURST", "1000000")
-        .env("EASEL_JOBS__MAX_QUEUED", "1000000")
-        .env("EASEL_JOBS__MAX_QUEUED_PER_TENANT", "1000000")
-        .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("easel listening on ") {
-                let _ = tx.send(a.trim().to_owned());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .context("server did not start")?;
+    let server = BenchServer::start(&[
+        ("EASEL_DEBUG_TASKS", "true"),
+        ("EASEL_JOBS__MAX_QUEUED", "1000000"),
+        ("EASEL_JOBS__MAX_QUEUED_PER_TENANT", "1000000"),
+    ])?;
+    let base = server.base.clone();
     println!(
         "easel API benchmarks: {} ({}), {} logical CPUs",
-        bin.display(),
+        server.bin.display(),
         base,
         std::thread::available_parallelism()?.get()
     );
@@ -260,7 +212,5 @@ async fn main() -> anyhow::Result<()> {
             "(wrk not installed: apt-get install wrk for an independent /healthz measurement)"
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
     Ok(())
 }

@@ -9,41 +9,13 @@
 //! `cargo run -p easel-benches --bin plugin_http [-- --seconds 5 --concurrency 16]`.
 //! `EASEL_BIN` points at another binary.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use easel_benches::server::{BenchServer, arg, root};
 use serde_json::{Value, json};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn easel_bin() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("EASEL_BIN") {
-        return Ok(p.into());
-    }
-    for profile in ["release", "debug"] {
-        let p = root().join("target").join(profile).join("easel");
-        if p.exists() {
-            return Ok(p);
-        }
-    }
-    bail!("no easel binary: run `cargo build -p easel-host` or set EASEL_BIN")
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// What [`load`] measured: requests/s, client latency p50 and p99, and the p50 of the
 /// plugin's own `x-easel-plugin-wall-us` (instantiation plus the call) where answered.
@@ -124,38 +96,13 @@ async fn load(
 async fn main() -> anyhow::Result<()> {
     let secs = arg("--seconds", 5);
     let conc = arg("--concurrency", 16) as usize;
-    let bin = easel_bin()?;
     let component = std::fs::read(root().join("target/plugins/test-endpoint.wasm"))
         .context("target/plugins/test-endpoint.wasm: run scripts/build-plugins")?;
-    let dir = tempfile::tempdir()?;
-    let mut child = Command::new(&bin)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("EASEL_ADMIN_KEY", "bench")
-        .env("EASEL_GPU__ENABLED", "false")
-        .env("EASEL_RATE_LIMIT__PER_SECOND", "1000000")
-        .env("EASEL_RATE_LIMIT__BURST", "1000000")
-        .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("easel listening on ") {
-                let _ = tx.send(a.trim().to_owned());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .context("server did not start")?;
+    let server = BenchServer::start(&[])?;
+    let base = server.base.clone();
     println!(
         "plugin endpoint vs native route: {} ({base}), {} logical CPUs, {conc} keep-alive connections, {secs} s each",
-        bin.display(),
+        server.bin.display(),
         std::thread::available_parallelism()?.get()
     );
     let client = reqwest::Client::builder()
@@ -225,7 +172,5 @@ async fn main() -> anyhow::Result<()> {
         rows[0] / rows[1],
         rows[0] / rows[2]
     );
-    let _ = child.kill();
-    let _ = child.wait();
     Ok(())
 }

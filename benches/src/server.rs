@@ -1,0 +1,97 @@
+//! The real `easel` binary started on loopback for the HTTP benchmarks, with a fresh data
+//! folder, an admin key (`bench`) and rate limits out of the way; killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `EASEL_BIN`, else `target/release/easel` (what a deployment runs), else
+/// `target/debug/easel`.
+pub fn easel_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("EASEL_BIN") {
+        return Ok(p.into());
+    }
+    for profile in ["release", "debug"] {
+        let p = root().join("target").join(profile).join("easel");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("no easel binary: run `cargo build --release -p easel-host` or set EASEL_BIN")
+}
+
+/// The number after command-line flag `name`, or `default`.
+pub fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A running server.
+pub struct BenchServer {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub bin: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchServer {
+    /// Starts `easel serve` with the GPU off, rate limits lifted and `env` on top.
+    pub fn start(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let bin = easel_bin()?;
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(&bin)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("EASEL_ADMIN_KEY", "bench")
+            .env("EASEL_GPU__ENABLED", "false")
+            .env("EASEL_RATE_LIMIT__PER_SECOND", "1000000")
+            .env("EASEL_RATE_LIMIT__BURST", "1000000")
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keeps draining stderr after the address line so the server never blocks on it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("easel listening on ") {
+                    let _ = tx.send(a.trim().to_owned());
+                }
+            }
+        });
+        let mut server = BenchServer {
+            child,
+            base: String::new(),
+            bin,
+            _dir: dir,
+        };
+        server.base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .context("server did not start")?;
+        Ok(server)
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
