@@ -13,6 +13,7 @@ pub mod group_norm;
 pub mod image;
 pub mod layer_norm;
 pub mod matmul;
+mod matmul_wide;
 pub mod permute;
 pub mod pixel_shuffle;
 pub mod pool;
