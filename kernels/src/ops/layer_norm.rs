@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Result, shape_err};
-use crate::{Access, Cost, Kernel, KernelError, Tensor};
+use crate::{Access, AdapterClass, Cost, Kernel, KernelError, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -78,10 +78,14 @@ fn launch(
         eps,
         _pad: 0,
     };
+    // CPU adapters: a row per invocation (see `main_rows`); the loop bound keeps it far
+    // below lavapipe's 65535 loop iterations per invocation.
+    let per_row = gpu.class() == AdapterClass::Cpu && len <= 1024;
     // Short rows: a smaller workgroup idles less at the tree's barriers.
     let wg = if len <= 1024 { 64 } else { 256 };
     const BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::Read, Access::ReadWrite];
     let kernel = Kernel::new(op, include_str!("layer_norm.wgsl"), x.dtype(), BINDINGS)
+        .entry(if per_row { "main_rows" } else { "main" })
         .define("WG", format!("{wg}u"))
         .define("RMS", rms)
         .define("HAS_GAMMA", gamma.is_some())
@@ -96,7 +100,11 @@ fn launch(
             opt_bind(gpu, beta),
             y.bind(),
         ],
-        gpu.grid(rows as u64)?,
+        gpu.grid(if per_row {
+            rows.div_ceil(wg) as u64
+        } else {
+            rows as u64
+        })?,
         Cost::new(8.0 * n, 3.0 * x.size_bytes() as f64),
     )?;
     Ok(y)

@@ -3,6 +3,9 @@
 // elements (RMS: a plain sum of squares), then a shared-memory tree merges
 // the (count, mean, M2) triples with Chan's formula: no E[x^2] - E[x]^2
 // cancellation for rows with a large mean. Pass 2 normalises and writes.
+// `main_rows` (CPU adapters, rows up to 1024): one invocation per row, the same Welford
+// statistics in one sequential pass, no shared memory or barriers (on llvmpipe a barrier
+// switches every subgroup's coroutine, and short rows left most of a workgroup idle).
 // WG, RMS, HAS_GAMMA, HAS_BETA come from the launcher.
 
 struct Params {
@@ -61,6 +64,39 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rstd = inverseSqrt(max(stats.z / f32(p.len), 0.0) + p.eps);
     for (var j = lid; j < p.len; j += WG) {
         var v = (f32(x[base + j]) - mean) * rstd;
+        if HAS_GAMMA { v *= f32(gamma[j]); }
+        if HAS_BETA { v += f32(beta[j]); }
+        y[base + j] = T(v);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + lid;
+    if row >= p.rows { return; }
+    let base = row * p.len;
+    // Statistics of x - x0 (x0: the row's first element; RMS: no shift): a long sequential
+    // Welford on a large mean rounds its running mean at every step, the shifted values
+    // stay small, and x - x0 itself is exact for the values close to x0 that matter.
+    var shift = 0.0;
+    if !RMS { shift = f32(x[base]); }
+    var acc = vec3<f32>(0.0);
+    for (var j = 0u; j < p.len; j++) {
+        let v = f32(x[base + j]) - shift;
+        acc.x += 1.0;
+        if RMS {
+            acc.z += v * v;
+        } else {
+            let d = v - acc.y;
+            acc.y += d / acc.x;
+            acc.z += d * (v - acc.y);
+        }
+    }
+    let mean = acc.y;
+    let rstd = inverseSqrt(max(acc.z / f32(p.len), 0.0) + p.eps);
+    for (var j = 0u; j < p.len; j++) {
+        var v = (f32(x[base + j]) - shift - mean) * rstd;
         if HAS_GAMMA { v *= f32(gamma[j]); }
         if HAS_BETA { v += f32(beta[j]); }
         y[base + j] = T(v);
