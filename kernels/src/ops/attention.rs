@@ -141,7 +141,20 @@ pub fn attention(
         Access::Read,
         Access::ReadWrite,
     ];
-    let kernel = crate::Kernel::new(OP, include_str!("attention.wgsl"), dtype, BINDINGS)
+    // CPU adapters with 8-lane subgroups: keys shared by broadcast (see `attention_sg.wgsl`).
+    let caps = gpu.caps();
+    let sg = gpu.class() == crate::AdapterClass::Cpu
+        && caps.subgroup
+        && caps.subgroup_min_size == 8
+        && caps.subgroup_max_size == 8
+        && d.max(dv) <= SG_MAX_HEAD_DIM
+        && std::env::var("EASEL_ATTENTION").as_deref() != Ok("plain");
+    let kernel = if sg {
+        crate::Kernel::new(OP, sg_source(d, dv), dtype, BINDINGS).entry("main_sg")
+    } else {
+        crate::Kernel::new(OP, include_str!("attention.wgsl"), dtype, BINDINGS)
+    };
+    let kernel = kernel
         .define("D", format!("{d}u"))
         .define("DV", format!("{dv}u"))
         .define("HAS_MASK", mask.is_some())
@@ -164,6 +177,92 @@ pub fn attention(
         ),
     )?;
     Ok(out)
+}
+
+/// Largest head dim (D and Dv) of the subgroup variant (`attention_sg.wgsl`), whose rows
+/// live in registers.
+const SG_MAX_HEAD_DIM: usize = 64;
+
+/// `attention.wgsl` plus the subgroup variant for head dims (d, dv), generated once per
+/// pair (pipelines need `'static` source).
+fn sg_source(d: usize, dv: usize) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<(usize, usize), &'static str>>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    cache.entry((d, dv)).or_insert_with(|| {
+        let (qn, vn) = (d.div_ceil(4), dv.div_ceil(4));
+        let mut qload = String::new();
+        for c in 0..qn {
+            let comps: Vec<String> = (0..4)
+                .map(|t| {
+                    let e = 4 * c + t;
+                    if e < d {
+                        format!("f32(q[qoff + {e}u])")
+                    } else {
+                        "0.0".into()
+                    }
+                })
+                .collect();
+            qload += &format!(
+                "    let q{c} = vec4<f32>({}) * p.scale;\n",
+                comps.join(", ")
+            );
+        }
+        for c in 0..vn {
+            qload += &format!("    var o{c} = vec4<f32>(0.0);\n");
+        }
+        let mut kv = String::new();
+        for c in 0..qn {
+            kv += &format!("        let k{c} = ldk(ko + {}u);\n", 4 * c);
+        }
+        for c in 0..vn {
+            kv += &format!("        let v{c} = ldv(vo + {}u);\n", 4 * c);
+        }
+        let mut keys = String::new();
+        for t in 0..8 {
+            let dots: Vec<String> = (0..qn)
+                .map(|c| format!("dot(q{c}, subgroupBroadcast(k{c}, {t}u))"))
+                .collect();
+            keys += &format!(
+                "        {{\n            let j = j0 + {t}u;\n            var s = {};\n",
+                dots.join(" + ")
+            );
+            keys += "            if HAS_MASK { s += f32(mask[moff + min(j, p.lk - 1u)]); }\n";
+            keys += "            s = max(s, MASKED);\n";
+            keys += "            var ok = j < p.lk;\n            if CAUSAL { ok = ok && j <= i; }\n";
+            keys += "            s = select(SKIP, s, ok);\n";
+            keys += "            if s > m {\n                let corr = exp(m - s);\n                l *= corr;\n";
+            for c in 0..vn {
+                keys += &format!("                o{c} *= corr;\n");
+            }
+            keys += "                m = s;\n            }\n            let pj = exp(s - m);\n            l += pj;\n";
+            for c in 0..vn {
+                keys += &format!(
+                    "            o{c} = fma(vec4<f32>(pj), subgroupBroadcast(v{c}, {t}u), o{c});\n"
+                );
+            }
+            keys += "        }\n";
+        }
+        let mut store = String::new();
+        for e in 0..dv {
+            store += &format!(
+                "    out[ooff + {e}u] = T(o{}[{}] * inv);\n",
+                e / 4,
+                e % 4
+            );
+        }
+        let sg = include_str!("attention_sg.wgsl")
+            .replace("//@QLOAD\n", &qload)
+            .replace("//@KVLOAD\n", &kv)
+            .replace("//@KEYS\n", &keys)
+            .replace("//@STORE\n", &store);
+        let src = format!("{}\n{sg}", include_str!("attention.wgsl"));
+        Box::leak(src.into_boxed_str())
+    })
 }
 
 /// CPU reference: naive softmax over the full score row, in f64.
