@@ -50,8 +50,25 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     }
     let gpu = x.gpu();
     let y = Tensor::empty_for(gpu, OP, &out_shape, x.dtype())?;
+    // The innermost axis stays innermost with a length divisible by 4: copy vectors. Every
+    // other input stride is then a multiple of that length, so of 4 too.
+    let vec = stride.last() == Some(&1) && shape.last().is_some_and(|s| s.is_multiple_of(4));
+    let (shape, stride) = if vec {
+        let mut shape = shape;
+        *shape.last_mut().expect("rank >= 2") /= 4;
+        let last = stride.len() - 1;
+        let stride: Vec<usize> = stride
+            .iter()
+            .enumerate()
+            .map(|(d, &s)| if d == last { 1 } else { s / 4 })
+            .collect();
+        (shape, stride)
+    } else {
+        (shape, stride)
+    };
+    let n = if vec { y.numel() / 4 } else { y.numel() };
     let mut params = Params {
-        n: y.numel() as u32,
+        n: n as u32,
         _pad: [0; 3],
         shape: [1; 8],
         stride: [0; 8],
@@ -62,12 +79,16 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
         params.stride[pad + d] = st as u32;
     }
     const BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
-    let kernel = Kernel::new(OP, include_str!("permute.wgsl"), x.dtype(), BINDINGS);
+    let kernel = Kernel::new(OP, include_str!("permute.wgsl"), x.dtype(), BINDINGS).entry(if vec {
+        "main4"
+    } else {
+        "main"
+    });
     gpu.dispatch(
         &kernel,
         bytemuck::bytes_of(&params),
         &[x.bind(), y.bind()],
-        gpu.grid((y.numel() as u64).div_ceil(256))?,
+        gpu.grid((n as u64).div_ceil(256))?,
         Cost::new(0.0, (2 * x.size_bytes()) as f64),
     )?;
     Ok(y)
@@ -147,6 +168,11 @@ mod tests {
             (&[2, 3, 2, 3, 2, 3], &[5, 0, 4, 1, 3, 2]),
             (&[2, 1, 3], &[1, 0, 2]),
             (&[37, 29], &[1, 0]),
+            // The innermost axis stays innermost with a length divisible by 4: vector copies.
+            (&[2, 5, 3, 8], &[0, 2, 1, 3]),
+            (&[3, 4, 4], &[1, 0, 2]),
+            (&[1, 2, 3, 2, 3, 12], &[0, 1, 3, 2, 4, 5]),
+            (&[5, 3, 7, 4], &[2, 0, 1, 3]),
         ];
         for dtype in test_dtypes(&gpu) {
             for (ci, &(shape, perm)) in cases.iter().enumerate() {
