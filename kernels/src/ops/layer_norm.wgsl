@@ -32,6 +32,23 @@ fn merge(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
     return vec3<f32>(n, a.y + d * f, a.z + b.z + d * d * a.x * f);
 }
 
+// One more value into a (count, mean, M2) triple (RMS: (count, 0, sum x^2)).
+fn push(acc: vec3<f32>, v: f32) -> vec3<f32> {
+    let n = acc.x + 1.0;
+    if RMS { return vec3<f32>(n, 0.0, acc.z + v * v); }
+    let d = v - acc.y;
+    let mean = acc.y + d / n;
+    return vec3<f32>(n, mean, acc.z + d * (v - mean));
+}
+
+// Writes element j of a row from its centred value.
+fn write_out(base: u32, j: u32, centred: f32, rstd: f32) {
+    var v = centred * rstd;
+    if HAS_GAMMA { v *= f32(gamma[j]); }
+    if HAS_BETA { v += f32(beta[j]); }
+    y[base + j] = T(v);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -41,15 +58,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     var acc = vec3<f32>(0.0);
     for (var j = lid; j < p.len; j += WG) {
-        let v = f32(x[base + j]);
-        acc.x += 1.0;
-        if RMS {
-            acc.z += v * v;
-        } else {
-            let d = v - acc.y;
-            acc.y += d / acc.x;
-            acc.z += d * (v - acc.y);
-        }
+        acc = push(acc, f32(x[base + j]));
     }
     sh[lid] = acc;
     workgroupBarrier();
@@ -63,10 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let mean = stats.y;
     let rstd = inverseSqrt(max(stats.z / f32(p.len), 0.0) + p.eps);
     for (var j = lid; j < p.len; j += WG) {
-        var v = (f32(x[base + j]) - mean) * rstd;
-        if HAS_GAMMA { v *= f32(gamma[j]); }
-        if HAS_BETA { v += f32(beta[j]); }
-        y[base + j] = T(v);
+        write_out(base, j, f32(x[base + j]) - mean, rstd);
     }
 }
 
@@ -83,22 +89,11 @@ fn main_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if !RMS { shift = f32(x[base]); }
     var acc = vec3<f32>(0.0);
     for (var j = 0u; j < p.len; j++) {
-        let v = f32(x[base + j]) - shift;
-        acc.x += 1.0;
-        if RMS {
-            acc.z += v * v;
-        } else {
-            let d = v - acc.y;
-            acc.y += d / acc.x;
-            acc.z += d * (v - acc.y);
-        }
+        acc = push(acc, f32(x[base + j]) - shift);
     }
     let mean = acc.y;
     let rstd = inverseSqrt(max(acc.z / f32(p.len), 0.0) + p.eps);
     for (var j = 0u; j < p.len; j++) {
-        var v = (f32(x[base + j]) - shift - mean) * rstd;
-        if HAS_GAMMA { v *= f32(gamma[j]); }
-        if HAS_BETA { v += f32(beta[j]); }
-        y[base + j] = T(v);
+        write_out(base, j, f32(x[base + j]) - shift - mean, rstd);
     }
 }
