@@ -87,6 +87,25 @@ impl BenchServer {
             .context("server did not start")?;
         Ok(server)
     }
+
+    /// CPU seconds (user + system) the server process has used so far, from
+    /// `/proc/<pid>/stat`; `None` where that is unavailable (not Linux).
+    #[cfg(target_os = "linux")]
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (hz > 0).then(|| ticks / hz as f64)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        None
+    }
 }
 
 impl Drop for BenchServer {

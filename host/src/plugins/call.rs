@@ -242,7 +242,10 @@ pub(crate) async fn execute<R>(
                     tokio::time::sleep(wall - ran + Duration::from_millis(1)).await;
                 }
             };
+            // Guest first: a call that completes in its first poll (most do) never polls
+            // the watchdog, so it never registers (and cancels) a timer.
             let outcome = tokio::select! {
+                biased;
                 r = f(&mut store) => Some(r),
                 () = watchdog => None,
             };
