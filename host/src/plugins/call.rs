@@ -165,7 +165,7 @@ pub(crate) async fn execute<R>(
         wasi,
         http: WasiHttpCtx::new(),
         http_hooks: OutgoingHttp {
-            allow: env.policy.allow_hosts.clone().into(),
+            policy: env.policy.clone(),
             timeout: limits.wall_time(),
             max_body: usize::try_from(limits.output_bytes).unwrap_or(usize::MAX),
         },

@@ -129,10 +129,11 @@ impl HostPattern {
     }
 }
 
-/// The `wasi:http` hooks of one call: the tenant's allow-list and the longest an outgoing
-/// request may take (the call's wall-time limit; its watchdog ends the call then anyway).
+/// The `wasi:http` hooks of one call: the tenant's allow-list (`policy.allow_hosts`, shared
+/// rather than copied per call) and the longest an outgoing request may take (the call's
+/// wall-time limit; its watchdog ends the call then anyway).
 pub(crate) struct OutgoingHttp {
-    pub allow: Arc<[HostPattern]>,
+    pub policy: Arc<super::manifest::TenantPolicy>,
     pub timeout: Duration,
     /// Largest request body a guest may send.
     pub max_body: usize,
@@ -156,7 +157,8 @@ impl OutgoingHttp {
         let auth = uri.authority().ok_or(HttpError::HttpRequestUriInvalid)?;
         let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
         if self
-            .allow
+            .policy
+            .allow_hosts
             .iter()
             .any(|p| p.matches(https, auth.host(), port))
         {
@@ -306,7 +308,10 @@ mod tests {
     #[test]
     fn the_hooks_deny_what_is_not_listed() {
         let hooks = OutgoingHttp {
-            allow: vec![p("api.example.com")].into(),
+            policy: Arc::new(crate::plugins::manifest::TenantPolicy {
+                allow_hosts: vec![p("api.example.com")],
+                ..Default::default()
+            }),
             timeout: Duration::from_secs(1),
             max_body: 1024,
         };
