@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use easel_benches::median;
 use easel_benches::server::{BenchServer, arg, root};
 use serde_json::{Value, json};
 
@@ -192,10 +193,6 @@ async fn main() -> anyhow::Result<()> {
             rps[0] / rps[2]
         );
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!("medians over {rounds} rounds:");
     for ((name, _, _), runs) in routes.iter().zip(&per_route) {
         let cpu: Vec<f64> = runs.iter().filter_map(|r| r.1).collect();
@@ -212,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
     let text: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
         "endpoint / native authenticated route = {:.2} (median; rounds {}) (goal >= 0.50)",
-        median(ratios.clone()),
+        median(ratios),
         text.join(", ")
     );
     Ok(())

@@ -21,6 +21,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use easel_benches::median;
 use easel_host::upscale::{self, UpscaleOptions};
 use easel_kernels::{DType, Gpu};
 
@@ -79,11 +80,6 @@ fn file_name(model: &str) -> anyhow::Result<&'static str> {
         "animevideov3" => "realesr-animevideov3-x4",
         m => bail!("unknown model {m} (x4plus, animevideov3)"),
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// ncnn seconds per image, keyed by input path, from the Python helper.
