@@ -103,7 +103,19 @@ async fn infinite_loop_exhausts_fuel_when_fuel_is_the_tighter_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_growth_bomb_hits_the_memory_limit() {
     let h = hostile_host().await;
-    let e = pre(&h, "h", "memory-bomb").await.unwrap_err();
+    // Filling 64 MiB under fuel metering takes a good part of the tenant's 300 ms on a busy
+    // 2-core CI machine: give this plugin time enough that memory is the binding limit.
+    let manifest = Manifest {
+        limits: LimitOverrides {
+            wall_time_ms: Some(10_000),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    h.upload(HOSTILE, "h-mem", component("test-hostile"), Some(manifest))
+        .await
+        .unwrap();
+    let e = pre(&h, "h-mem", "memory-bomb").await.unwrap_err();
     assert_eq!(e.code(), "plugin_memory_limit", "{e}");
     assert!(e.to_string().contains(&(64u64 << 20).to_string()), "{e}");
 }
