@@ -33,6 +33,17 @@ async fn hostile_host() -> PluginHost {
     h
 }
 
+/// The hostile corpus again as `name`, its manifest asking for `limits`.
+async fn upload_with_limits(h: &PluginHost, name: &str, limits: LimitOverrides) {
+    let manifest = Manifest {
+        limits,
+        ..Default::default()
+    };
+    h.upload(HOSTILE, name, component("test-hostile"), Some(manifest))
+        .await
+        .unwrap();
+}
+
 fn req(task: &str) -> PluginRequest {
     PluginRequest {
         task: task.into(),
@@ -76,17 +87,16 @@ async fn a_guest_blocked_in_the_host_times_out_at_the_wall_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_exhausts_fuel_when_fuel_is_the_tighter_limit() {
     let h = hostile_host().await;
-    let manifest = Manifest {
-        limits: LimitOverrides {
+    upload_with_limits(
+        &h,
+        "h-fuel",
+        LimitOverrides {
             fuel: Some(5_000_000),
             wall_time_ms: Some(10_000),
             ..Default::default()
         },
-        ..Default::default()
-    };
-    h.upload(HOSTILE, "h-fuel", component("test-hostile"), Some(manifest))
-        .await
-        .unwrap();
+    )
+    .await;
     let called = h
         .call_preprocess(HOSTILE, "h-fuel", req("infinite-loop"))
         .await;
@@ -105,16 +115,15 @@ async fn memory_growth_bomb_hits_the_memory_limit() {
     let h = hostile_host().await;
     // Filling 64 MiB under fuel metering takes a good part of the tenant's 300 ms on a busy
     // 2-core CI machine: give this plugin time enough that memory is the binding limit.
-    let manifest = Manifest {
-        limits: LimitOverrides {
+    upload_with_limits(
+        &h,
+        "h-mem",
+        LimitOverrides {
             wall_time_ms: Some(10_000),
             ..Default::default()
         },
-        ..Default::default()
-    };
-    h.upload(HOSTILE, "h-mem", component("test-hostile"), Some(manifest))
-        .await
-        .unwrap();
+    )
+    .await;
     let e = pre(&h, "h-mem", "memory-bomb").await.unwrap_err();
     assert_eq!(e.code(), "plugin_memory_limit", "{e}");
     assert!(e.to_string().contains(&(64u64 << 20).to_string()), "{e}");
