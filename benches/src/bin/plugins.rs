@@ -3,9 +3,10 @@
 //! 1. instantiate + call of a no-op processor: end to end through `PluginHost` (the call runs
 //!    on the calling task) and inside the call (store + instantiate + call, from the report);
 //! 2. a 4 MiB image through a pass-through processor, by handle and by bytes;
-//! 3. the Rust test endpoint one call at a time (end to end and inside the call), and the
-//!    JavaScript endpoint under concurrent load against a native handler doing the same
-//!    work (in process, no sockets), as requests per second.
+//! 3. the Rust test endpoint one call at a time (end to end and inside the call), back to
+//!    back and after an idle gap that leaves the caches cold as between a server's requests;
+//!    and the JavaScript endpoint under concurrent load against a native handler doing the
+//!    same work (in process, no sockets), as requests per second.
 //!
 //! Run: `scripts/build-plugins && cargo run --release -p easel-benches --bin plugins`.
 
@@ -114,22 +115,35 @@ async fn main() -> Result<()> {
                 .body(Bytes::new())
                 .expect("request")
         };
-        let (mut e2e, mut inside) = (vec![], vec![]);
-        for i in 0..5000 {
-            let t = Instant::now();
-            let (r, report) = h.handle_http("bench", "ep", ping()).await;
-            if i >= 500 {
-                e2e.push(t.elapsed().as_secs_f64() * 1e6);
-                inside.push(report.wall_us as f64);
+        // Back to back, then with the worker thread asleep between calls: the CPU idles or
+        // runs other threads, as a server's worker does between requests, and the call
+        // starts with caches and TLB holding other work's lines.
+        for gap_us in [0u64, 200] {
+            let (mut e2e, mut inside) = (vec![], vec![]);
+            for i in 0..5000 {
+                if gap_us > 0 {
+                    std::thread::sleep(Duration::from_micros(gap_us));
+                }
+                let t = Instant::now();
+                let (r, report) = h.handle_http("bench", "ep", ping()).await;
+                if i >= 500 {
+                    e2e.push(t.elapsed().as_secs_f64() * 1e6);
+                    inside.push(report.wall_us as f64);
+                }
+                assert_eq!(r.status(), 200);
             }
-            assert_eq!(r.status(), 200);
+            let when = if gap_us == 0 {
+                "back to back".to_owned()
+            } else {
+                format!("{gap_us} us idle before each")
+            };
+            println!(
+                "Rust endpoint GET /ping, one at a time, {when}: end to end p50 {:.1} us p99 {:.1} us; inside the call p50 {:.1} us",
+                pct(&mut e2e, 50.0),
+                pct(&mut e2e, 99.0),
+                pct(&mut inside, 50.0)
+            );
         }
-        println!(
-            "Rust endpoint GET /ping, one at a time: end to end p50 {:.1} us p99 {:.1} us; inside the call p50 {:.1} us",
-            pct(&mut e2e, 50.0),
-            pct(&mut e2e, 99.0),
-            pct(&mut inside, 50.0)
-        );
     }
 
     // 3. endpoint vs native, in process.
