@@ -1200,7 +1200,7 @@ mod tests {
     /// A/B timing under contention: variants interleaved, minimum times.
     /// `EASEL_CONV_SWEEP="px,co;px,co"`, `EASEL_CONV_SHAPE=cin,cout,size,dil`.
     #[test]
-    #[ignore]
+    #[ignore = "timing for kernel tuning, not a check"]
     fn conv2d_sweep() {
         let Some(gpu) = test_gpu() else { return };
         let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
@@ -1293,7 +1293,7 @@ mod tests {
 
     /// `cargo test -p easel-kernels --release conv2d_timing -- --ignored --nocapture`
     #[test]
-    #[ignore]
+    #[ignore = "timing for kernel tuning, not a check"]
     fn conv2d_timing() {
         let Some(gpu) = test_gpu() else { return };
         println!("{:?} tile {:?}", gpu.caps(), Tile::choose(&gpu, 64));

@@ -863,7 +863,7 @@ mod tests {
     /// GFLOP/s on the current adapter: `cargo test -p easel-kernels --release
     /// matmul_gflops -- --ignored --nocapture`.
     #[test]
-    #[ignore]
+    #[ignore = "timing for kernel tuning, not a check"]
     fn matmul_gflops() {
         let Some(gpu) = test_gpu() else { return };
         eprintln!("adapter {:?} caps {:?}", gpu.info().name, gpu.caps());
