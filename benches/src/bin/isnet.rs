@@ -1,12 +1,16 @@
-//! IS-Net 1024x1024 on our kernels: seconds per image (mean of `--iters`
-//! after one warm-up), peak GPU memory, and with `EASEL_PROFILE=1` the
-//! per-kernel GPU time. `benches/python/isnet_ort.py` measures ONNX Runtime
-//! on the same weights; `--ort-seconds` prints the ratio.
+//! IS-Net 1024x1024 on our kernels against ONNX Runtime, side by side in one run:
+//! seconds per image (mean of `--iters` after one warm-up), peak GPU memory, and with
+//! `EASEL_PROFILE=1` the per-kernel GPU time. Each of `--rounds` times our passes and then
+//! runs `benches/python/isnet_ort.py` (ONNX Runtime on the CPU, same weights, with
+//! `$EASEL_PYTHON`, default `python3`), so both see the same machine load; it prints the ratio
+//! per round and the median. `--no-ort` skips the peer; `--ort-seconds S` uses a figure
+//! measured elsewhere instead.
 //!
 //! cargo run --release -p easel-benches --bin isnet -- \
-//!     --weights ../shared/models/isnet-dis.safetensors [--f16] [--iters 3] [--ort-seconds 2.4]
+//!     --weights ../shared/models/isnet-dis.safetensors [--f16] [--iters 3] [--rounds 2]
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -20,6 +24,8 @@ struct Args {
     iters: usize,
     size: usize,
     ort_seconds: Option<f64>,
+    run_ort: bool,
+    rounds: usize,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -29,6 +35,8 @@ fn parse() -> anyhow::Result<Args> {
         iters: 3,
         size: 1024,
         ort_seconds: None,
+        run_ort: true,
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -39,6 +47,8 @@ fn parse() -> anyhow::Result<Args> {
             "--iters" => a.iters = val()?.parse()?,
             "--size" => a.size = val()?.parse()?,
             "--ort-seconds" => a.ort_seconds = Some(val()?.parse()?),
+            "--no-ort" => a.run_ort = false,
+            "--rounds" => a.rounds = val()?.parse::<usize>()?.max(1),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -71,37 +81,102 @@ fn main() -> anyhow::Result<()> {
     );
     gpu.reset_peak_memory();
     gpu.reset_profile();
-    let mut times = Vec::new();
-    let cpu0 = easel_kernels::testing::process_cpu_seconds();
-    for _ in 0..a.iters {
-        let t = Instant::now();
-        model.forward(&x)?.to_f32_vec()?;
-        times.push(t.elapsed().as_secs_f64());
+    let mut ratios = Vec::new();
+    for round in 1..=a.rounds {
+        if a.rounds > 1 {
+            println!("round {round}/{}", a.rounds);
+        }
+        let mean = time_ours(&model, &x, a.iters)?;
+        let peer = match a.ort_seconds {
+            Some(s) => Some(s),
+            None if a.run_ort && a.dtype == DType::F32 => Some(run_ort(&a)?),
+            None => None,
+        };
+        if let Some(ort) = peer {
+            let ratio = mean / ort;
+            println!("ONNX Runtime: {ort:.3} s/image; ours/ORT = {ratio:.2} (goal <= 1.0)");
+            ratios.push(ratio);
+        }
     }
-    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
     let mem = gpu.memory_stats();
-    println!("ours: {mean:.3} s/image (runs: {times:.3?})");
-    if let (Some(c0), Some(c1), true) = (
-        cpu0,
-        easel_kernels::testing::process_cpu_seconds(),
-        a.iters > 0,
-    ) {
-        // On a CPU adapter: the figure to compare across runs on a shared machine.
-        println!("ours: {:.3} CPU s/image", (c1 - c0) / a.iters as f64);
-    }
     println!(
         "peak GPU memory: {:.1} MiB (live tensors {:.1} MiB)",
         mem.peak_bytes as f64 / 1048576.0,
         mem.peak_live_bytes as f64 / 1048576.0
     );
-    if let Some(ort) = a.ort_seconds {
+    if ratios.len() > 1 {
+        let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "ONNX Runtime: {ort:.3} s/image; ours/ORT = {:.2}",
-            mean / ort
+            "ours/ORT = {:.2} (median; rounds {}) (goal <= 1.0)",
+            easel_benches::median(ratios.clone()),
+            list.join(", ")
         );
     }
     if let Some(report) = gpu.profile_report() {
         println!("{report}");
     }
     Ok(())
+}
+
+/// Mean seconds per image of `iters` forwards (read back to the host, as a caller would).
+fn time_ours(model: &RsuModel, x: &Tensor, iters: usize) -> anyhow::Result<f64> {
+    let mut times = Vec::new();
+    let cpu0 = easel_kernels::testing::process_cpu_seconds();
+    for _ in 0..iters {
+        let t = Instant::now();
+        model.forward(x)?.to_f32_vec()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    println!("ours: {mean:.3} s/image (runs: {times:.3?})");
+    if let (Some(c0), Some(c1), true) = (
+        cpu0,
+        easel_kernels::testing::process_cpu_seconds(),
+        iters > 0,
+    ) {
+        // On a CPU adapter: the figure to compare across runs on a shared machine.
+        println!("ours: {:.3} CPU s/image", (c1 - c0) / iters as f64);
+    }
+    Ok(mean)
+}
+
+/// ONNX Runtime's mean seconds per image from `benches/python/isnet_ort.py` on the same
+/// weights and iteration count (the script checks its export against the reference mask).
+fn run_ort(a: &Args) -> anyhow::Result<f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/isnet_ort.py");
+    let python = std::env::var("EASEL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .arg(script)
+        .args([
+            "--iters",
+            &a.iters.max(1).to_string(),
+            "--json",
+            "--weights",
+        ])
+        .arg(&a.weights)
+        .output()
+        .with_context(|| format!("starting {python} {script} (set EASEL_PYTHON, or --no-ort)"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "the ONNX Runtime peer failed ({}); it needs torch, onnx, onnxruntime, safetensors \
+             and pillow in {python} (EASEL_PYTHON), or pass --no-ort:\n{}{}",
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for line in stdout.lines() {
+        if line.starts_with("ORT") || line.starts_with("export check") {
+            println!("{line}");
+        }
+    }
+    let v: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .context("the ONNX Runtime peer printed no JSON result")?;
+    v["seconds"]
+        .as_f64()
+        .context("the ONNX Runtime peer's JSON has no `seconds`")
 }
