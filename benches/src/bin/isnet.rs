@@ -4,7 +4,8 @@
 //! runs `benches/python/isnet_ort.py` (ONNX Runtime on the CPU, same weights, with
 //! `$EASEL_PYTHON`, default `python3`), so both see the same machine load; it prints the ratio
 //! per round and the median. `--no-ort` skips the peer; `--ort-seconds S` uses a figure
-//! measured elsewhere instead.
+//! measured elsewhere instead. The peer's interpreter needs
+//! `pip install torch onnx onnxruntime safetensors pillow` (CPU wheels suffice).
 //!
 //! cargo run --release -p easel-benches --bin isnet -- \
 //!     --weights ../shared/models/isnet-dis.safetensors [--f16] [--iters 3] [--rounds 2]
