@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
         let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
             "ours/ORT = {:.2} (median; rounds {}) (goal <= 1.0)",
-            easel_benches::median(ratios.clone()),
+            easel_benches::median(ratios),
             list.join(", ")
         );
     }
