@@ -109,7 +109,24 @@ impl BenchServer {
 }
 
 impl Drop for BenchServer {
+    /// Asks the server to shut down as a deployment would (SIGTERM, which drains it and lets
+    /// an instrumented build write its profile), and kills it if it has not exited in 10 s.
     fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+                // SAFETY: `kill` has no memory preconditions; the pid is our own child, not
+                // yet reaped, so it cannot name another process.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while std::time::Instant::now() < deadline {
+                    if matches!(self.child.try_wait(), Ok(Some(_))) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
