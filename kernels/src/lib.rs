@@ -13,6 +13,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod pool;
 pub mod profile;
+pub mod roofline;
 pub mod tensor;
 pub mod testing;
 

@@ -7,6 +7,12 @@
 //! measured elsewhere instead. The peer's interpreter needs
 //! `pip install torch onnx onnxruntime safetensors pillow` (CPU wheels suffice).
 //!
+//! `--floor` instead measures the adapter's roofline (`easel_kernels::roofline`: register
+//! multiply-add rate, per-lane vec4 load and store cost), profiles one image, and prints per
+//! op the measured time against the least time the op's flops and bytes allow on this
+//! adapter, then the summed floor against ONNX Runtime: how close the kernels are to the
+//! device, and whether the goal is within the device's reach at all.
+//!
 //! cargo run --release -p easel-benches --bin isnet -- \
 //!     --weights ../shared/models/isnet-dis.safetensors [--f16] [--iters 3] [--rounds 2]
 
@@ -17,7 +23,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use easel_host::models::rsu::RsuModel;
 use easel_host::weights::Weights;
-use easel_kernels::{DType, Gpu, Tensor};
+use easel_kernels::{DType, Gpu, GpuOptions, Tensor, roofline};
 
 struct Args {
     weights: PathBuf,
@@ -27,6 +33,7 @@ struct Args {
     ort_seconds: Option<f64>,
     run_ort: bool,
     rounds: usize,
+    floor: bool,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -38,6 +45,7 @@ fn parse() -> anyhow::Result<Args> {
         ort_seconds: None,
         run_ort: true,
         rounds: 1,
+        floor: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -50,6 +58,7 @@ fn parse() -> anyhow::Result<Args> {
             "--ort-seconds" => a.ort_seconds = Some(val()?.parse()?),
             "--no-ort" => a.run_ort = false,
             "--rounds" => a.rounds = val()?.parse::<usize>()?.max(1),
+            "--floor" => a.floor = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -58,7 +67,13 @@ fn parse() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let a = parse()?;
-    let gpu = Gpu::shared()?;
+    let gpu = if a.floor {
+        Gpu::with_options(GpuOptions {
+            profile: Some(true),
+        })?
+    } else {
+        Gpu::shared()?
+    };
     let w = Weights::open(&a.weights)?;
     let model = RsuModel::load(&gpu, &w, a.dtype)?;
     let n = 3 * a.size * a.size;
@@ -80,6 +95,9 @@ fn main() -> anyhow::Result<()> {
         "warm-up (pipeline compilation included): {:.3} s",
         t.elapsed().as_secs_f64()
     );
+    if a.floor {
+        return floor(&a, &gpu, &model, &x);
+    }
     gpu.reset_peak_memory();
     gpu.reset_profile();
     let mut ratios = Vec::new();
@@ -116,6 +134,49 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(report) = gpu.profile_report() {
         println!("{report}");
+    }
+    Ok(())
+}
+
+/// `--floor`: one profiled image against the adapter's roofline, and the summed floor
+/// against the peer.
+fn floor(a: &Args, gpu: &Gpu, model: &RsuModel, x: &Tensor) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        gpu.profiling(),
+        "--floor needs timestamp queries, which this adapter lacks"
+    );
+    let r = roofline::measure(gpu, 5)?;
+    println!(
+        "roofline: {:.1} G multiply-add/s from registers; per-lane vec4 load {:.3} ns/f32, \
+         store {:.3} ns/f32",
+        r.macs_per_s * 1e-9,
+        r.load_s_per_f32 * 1e9,
+        r.store_s_per_f32 * 1e9
+    );
+    gpu.reset_profile();
+    model.forward(x)?.to_f32_vec()?;
+    let table = gpu.profile().context("no profile")?;
+    println!(
+        "{:<24} {:>12} {:>12} {:>9}",
+        "op", "measured ms", "floor ms", "ratio"
+    );
+    let rows = r.floors(&table);
+    for (op, t, f) in &rows {
+        let ratio = if *f > 0.0 { t / f } else { f64::NAN };
+        println!("{op:<24} {:>12.1} {:>12.1} {ratio:>9.2}", t * 1e3, f * 1e3);
+    }
+    let floor_s = rows.last().map_or(0.0, |r| r.2);
+    let peer = match a.ort_seconds {
+        Some(s) => Some(s),
+        None if a.run_ort && a.dtype == DType::F32 && a.size == 1024 => Some(run_ort(a)?),
+        None => None,
+    };
+    if let Some(ort) = peer {
+        println!(
+            "floor {floor_s:.3} s/image against ONNX Runtime {ort:.3} s/image: floor/ORT = {:.2} \
+             (ours/ORT <= 1.0 needs this below 1)",
+            floor_s / ort
+        );
     }
     Ok(())
 }
