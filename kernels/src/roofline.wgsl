@@ -19,6 +19,10 @@ struct Params {
 // depends on the CPU's latencies, so there are two shapes and the caller
 // keeps the faster: `mac_wide` (8 chains) and `mac_deep` (2 chains).
 //
+// The steps are written out on purpose. Written as loops they measure the
+// loop, not the multiply-adds: on lavapipe an inner constant loop gave 33 G/s
+// and an array of chains indexed in a loop 19 G/s, against 50-65 G/s here.
+//
 // No probe branches on its index: a lane past `n` redoes the last lane's work
 // and writes the same values. A bounds check with an early return would put
 // the loops under an execution mask, which lavapipe pays for on every
