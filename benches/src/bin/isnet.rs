@@ -106,13 +106,7 @@ fn main() -> anyhow::Result<()> {
             println!("round {round}/{}", a.rounds);
         }
         let mean = time_ours(&model, &x, a.iters)?;
-        let peer = match a.ort_seconds {
-            Some(s) => Some(s),
-            // The peer times the 1024x1024 fixture in f32: other runs have no peer figure.
-            None if a.run_ort && a.dtype == DType::F32 && a.size == 1024 => Some(run_ort(&a)?),
-            None => None,
-        };
-        if let Some(ort) = peer {
+        if let Some(ort) = peer_seconds(&a)? {
             let ratio = mean / ort;
             println!("ONNX Runtime: {ort:.3} s/image; ours/ORT = {ratio:.2} (goal <= 1.0)");
             ratios.push(ratio);
@@ -166,12 +160,7 @@ fn floor(a: &Args, gpu: &Gpu, model: &RsuModel, x: &Tensor) -> anyhow::Result<()
         println!("{op:<24} {:>12.1} {:>12.1} {ratio:>9.2}", t * 1e3, f * 1e3);
     }
     let floor_s = rows.last().map_or(0.0, |r| r.2);
-    let peer = match a.ort_seconds {
-        Some(s) => Some(s),
-        None if a.run_ort && a.dtype == DType::F32 && a.size == 1024 => Some(run_ort(a)?),
-        None => None,
-    };
-    if let Some(ort) = peer {
+    if let Some(ort) = peer_seconds(a)? {
         println!(
             "floor {floor_s:.3} s/image against ONNX Runtime {ort:.3} s/image: floor/ORT = {:.2} \
              (ours/ORT <= 1.0 needs this below 1)",
@@ -179,6 +168,16 @@ fn floor(a: &Args, gpu: &Gpu, model: &RsuModel, x: &Tensor) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+/// The peer's seconds per image: `--ort-seconds`, or a run of ONNX Runtime. The peer times
+/// the 1024x1024 fixture in f32, so other runs have no peer figure.
+fn peer_seconds(a: &Args) -> anyhow::Result<Option<f64>> {
+    Ok(match a.ort_seconds {
+        Some(s) => Some(s),
+        None if a.run_ort && a.dtype == DType::F32 && a.size == 1024 => Some(run_ort(a)?),
+        None => None,
+    })
 }
 
 /// Mean seconds per image of `iters` forwards (read back to the host, as a caller would).
